@@ -1,0 +1,402 @@
+//! Command-line flags (every one also an environment variable where it makes sense)
+//! and their validation into a `RunConfig`. Every usage error exits 2.
+
+use crate::floor::FloorConfig;
+use crate::publisher::Mode;
+use crate::slo::{self, Objective, SloError};
+use crate::streams::{self, Stream, StreamError, MAX_EVENT_TYPE_LEN};
+use crate::target::{self, Target, TargetError};
+use crate::tokens::{self, TokenError, Tokens};
+use crate::units::{parse_duration, parse_size};
+use clap::{Args, Parser, Subcommand};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+use thiserror::Error;
+
+/// Connections one worker process opens at most by default (the machine's hard
+/// open-file limit is 20,000; the rest is headroom).
+pub const CONNECTIONS_PER_PROC: u64 = 15_000;
+/// Connections per loopback source address before another one is used (the ephemeral
+/// port range holds about 28,000 ports per source address).
+pub const CONNECTIONS_PER_SOURCE_IP: u64 = 25_000;
+/// Open files a worker needs besides its connections.
+const FD_HEADROOM: u64 = 64;
+/// Largest request body the server takes (contract: 1 MiB).
+const MAX_BODY: usize = 1 << 20;
+/// Bytes of one event in a body besides its padding (upper bound).
+const EVENT_OVERHEAD: usize = 256;
+/// Most events in one request (contract: 1000).
+pub const MAX_BATCH: usize = 1000;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "bistream-loadtest",
+    version,
+    about = "Load generator for bistream: WebSocket subscribers, HTTP publisher, latency histograms, SLO gate, floor server",
+    long_about = "Opens --connections WebSocket subscribers on the bistream endpoints, publishes through \
+POST /api/events at --rate (or a --burst), records send-to-receive latency, losses and order by seq, \
+and prints a table (or --json). --slo makes it a CI gate: exit 1 on a breach, 2 on usage errors, \
+3 when the run could not be carried out. Targets must be loopback unless --allow-remote.",
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Cmd>,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Cmd {
+    /// Run the floor server: a minimal mio server of the same protocol, the machine's own limit to compare bistream with
+    Floor(FloorArgs),
+    /// Internal: a subscriber worker process (spec on stdin, reports on stdout)
+    #[command(hide = true)]
+    Worker,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// Server under test: ws://HOST:PORT, http://HOST:PORT or HOST:PORT (loopback only unless --allow-remote)
+    #[arg(long, env = "BISTREAM_LOADTEST_URL", default_value = "http://127.0.0.1:8000")]
+    pub url: String,
+    /// Allow a target that is not a loopback address
+    #[arg(long)]
+    pub allow_remote: bool,
+    /// Subscriber connections in all
+    #[arg(short = 'c', long, env = "BISTREAM_LOADTEST_CONNECTIONS", default_value_t = 1000)]
+    pub connections: u64,
+    /// Channels: a count (the first N of dashboard, revenue-intelligence, bot-performance, business-intelligence, ai-concierge, analytics-advanced), `all`, or a comma-separated list of ids
+    #[arg(long, default_value = "1")]
+    pub channels: String,
+    /// Locations per channel: {prefix}1 ..= {prefix}N
+    #[arg(long, default_value_t = 1)]
+    pub locations: usize,
+    /// Prefix of location ids
+    #[arg(long, default_value = "loc-")]
+    pub location_prefix: String,
+    /// New connections a second, over all worker processes
+    #[arg(long, default_value_t = 5000.0)]
+    pub connect_rate: f64,
+    /// How long one connection may take to get BI_CONNECTION_ESTABLISHED
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub connect_timeout: Duration,
+    /// Subscriber worker processes [default: ceil(connections / 15000)]
+    #[arg(long)]
+    pub procs: Option<usize>,
+    /// Events a second published (in the measured phase, and during warm-up)
+    #[arg(long, default_value_t = 100.0)]
+    pub rate: f64,
+    /// Instead of a rate: publish this many events as fast as the server takes them (after the warm-up)
+    #[arg(long)]
+    pub burst: Option<u64>,
+    /// Events per POST request (1 sends one object, more an array; at most 1000)
+    #[arg(long, default_value_t = 1)]
+    pub batch: usize,
+    /// Bytes of padding added to each event's data
+    #[arg(long, default_value_t = 0)]
+    pub payload: usize,
+    /// event_type of published events
+    #[arg(long, default_value = "LOADTEST")]
+    pub event_type: String,
+    /// Length of the measured phase (rate mode)
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Publishing before the measured phase; its deliveries are checked but not in the latency figures
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub warmup: Duration,
+    /// After publishing, how long to wait for outstanding deliveries
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub drain: Duration,
+    /// HS256 secret of the server: mint a subscriber token (locations ["*"]) and a publisher token (scope "publish")
+    #[arg(long, env = "JWT_SECRET_KEY", hide_env_values = true)]
+    pub secret: Option<String>,
+    /// A token used as-is for subscribers and the publisher (wins over --secret)
+    #[arg(long, env = "BISTREAM_LOADTEST_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Objectives, e.g. "p99<10ms,p999<50ms,loss=0"; exit 1 when one is breached
+    #[arg(long, env = "BISTREAM_LOADTEST_SLO")]
+    pub slo: Option<String>,
+    /// Print the summary as JSON on stdout (the table goes to stderr)
+    #[arg(long)]
+    pub json: bool,
+    /// No progress lines
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Loopback source addresses to spread connections over (127.0.0.1..) [default: 1 per 25000 connections]
+    #[arg(long)]
+    pub source_ips: Option<usize>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct FloorArgs {
+    /// Address to listen on (loopback only unless --allow-remote)
+    #[arg(long, env = "BISTREAM_FLOOR_LISTEN", default_value = "127.0.0.1:8000")]
+    pub listen: SocketAddr,
+    /// Number of mio loops (threads), each with its own SO_REUSEPORT listener
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    /// Bound of a subscriber's outbound queue; past it the subscriber is dropped (close 1013)
+    #[arg(long, default_value = "1MiB", value_parser = parse_size)]
+    pub max_queue_bytes: usize,
+    /// Exit after this long (for scripts); runs until killed otherwise
+    #[arg(long, value_parser = parse_duration)]
+    pub exit_after: Option<Duration>,
+    /// Print counters this often
+    #[arg(long, value_parser = parse_duration)]
+    pub stats: Option<Duration>,
+    /// Allow listening on a non-loopback address
+    #[arg(long)]
+    pub allow_remote: bool,
+}
+
+/// A flag value that cannot be used.
+#[derive(Debug, Error)]
+pub enum UsageError {
+    #[error(transparent)]
+    Target(#[from] TargetError),
+    #[error(transparent)]
+    Stream(#[from] StreamError),
+    #[error("--slo: {0}")]
+    Slo(#[from] SloError),
+    #[error(transparent)]
+    Token(#[from] TokenError),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// A validated run.
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    pub target: Target,
+    pub connections: u64,
+    pub channels: Vec<&'static str>,
+    pub locations: usize,
+    pub streams: Vec<Stream>,
+    pub connect_rate: f64,
+    pub connect_timeout: Duration,
+    pub procs: usize,
+    pub source_ips: Vec<IpAddr>,
+    pub rate: f64,
+    pub mode: Mode,
+    pub batch: usize,
+    pub payload: usize,
+    pub event_type: String,
+    pub warmup: Duration,
+    pub drain: Duration,
+    pub tokens: Tokens,
+    pub slo: Vec<Objective>,
+    pub json: bool,
+    pub quiet: bool,
+}
+
+fn invalid(msg: impl Into<String>) -> UsageError {
+    UsageError::Invalid(msg.into())
+}
+
+/// Worker processes: `ceil(connections / CONNECTIONS_PER_PROC)` unless given.
+pub fn auto_procs(connections: u64) -> usize {
+    connections.div_ceil(CONNECTIONS_PER_PROC).max(1) as usize
+}
+
+impl RunArgs {
+    /// Validates; `fd_limit` is the hard open-file limit a worker can raise itself to.
+    pub fn validate(&self, fd_limit: u64) -> Result<RunConfig, UsageError> {
+        let target = target::resolve(&self.url, self.allow_remote)?;
+        if self.connections == 0 {
+            return Err(invalid("--connections must be at least 1"));
+        }
+        let channels = streams::parse_channels(&self.channels)?;
+        let streams = streams::build_streams(&channels, self.locations, &self.location_prefix)?;
+        if !(self.connect_rate.is_finite() && self.connect_rate > 0.0) {
+            return Err(invalid("--connect-rate must be a positive number"));
+        }
+        if !(self.rate.is_finite() && self.rate > 0.0) {
+            return Err(invalid("--rate must be a positive number of events a second"));
+        }
+        if self.batch == 0 || self.batch > MAX_BATCH {
+            return Err(invalid(format!("--batch must be 1..={MAX_BATCH}")));
+        }
+        if self.batch * (self.payload + EVENT_OVERHEAD) > MAX_BODY {
+            return Err(invalid(
+                "--batch x (--payload + 256) exceeds the server's 1 MiB body limit",
+            ));
+        }
+        if !streams::valid_ident(&self.event_type, MAX_EVENT_TYPE_LEN) {
+            return Err(StreamError::BadEventType(self.event_type.clone()).into());
+        }
+        let mode = match self.burst {
+            Some(0) => return Err(invalid("--burst must be at least 1")),
+            Some(n) => Mode::Burst(n),
+            None if self.duration.is_zero() => return Err(invalid("--duration must be above 0")),
+            None => Mode::Rate(self.duration),
+        };
+        let procs = match self.procs {
+            None => auto_procs(self.connections),
+            Some(0) => return Err(invalid("--procs must be at least 1")),
+            Some(p) => p.min(self.connections as usize),
+        };
+        let per_proc = self.connections.div_ceil(procs as u64);
+        if per_proc + FD_HEADROOM > fd_limit {
+            return Err(invalid(format!(
+                "{per_proc} connections per process exceed the open-file limit ({fd_limit}); raise --procs"
+            )));
+        }
+        let loopback_v4 = matches!(target.addr.ip(), IpAddr::V4(ip) if ip.is_loopback());
+        let n_ips = match self.source_ips {
+            Some(0) => return Err(invalid("--source-ips must be at least 1")),
+            Some(n) if n > 1 && !loopback_v4 => {
+                return Err(invalid("--source-ips needs an IPv4 loopback target"))
+            }
+            Some(n) if n > 254 => return Err(invalid("--source-ips must be at most 254")),
+            Some(n) => n,
+            None if loopback_v4 => self.connections.div_ceil(CONNECTIONS_PER_SOURCE_IP) as usize,
+            None => 1,
+        };
+        let source_ips = if n_ips > 1 {
+            (1..=n_ips as u8)
+                .map(|i| IpAddr::V4(Ipv4Addr::new(127, 0, 0, i)))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let slo = match &self.slo {
+            Some(s) => slo::parse(s)?,
+            None => Vec::new(),
+        };
+        let tokens = match (&self.token, &self.secret) {
+            (Some(t), _) if !t.is_empty() => tokens::given(t),
+            (_, Some(s)) => {
+                let ttl = Duration::from_secs_f64(self.connections as f64 / self.connect_rate)
+                    + self.connect_timeout
+                    + self.warmup
+                    + self.duration
+                    + self.drain
+                    + Duration::from_secs(600);
+                tokens::mint(s.as_bytes(), ttl)?
+            }
+            _ => Tokens::default(),
+        };
+        Ok(RunConfig {
+            target,
+            connections: self.connections,
+            channels,
+            locations: self.locations,
+            streams,
+            connect_rate: self.connect_rate,
+            connect_timeout: self.connect_timeout,
+            procs,
+            source_ips,
+            rate: self.rate,
+            mode,
+            batch: self.batch,
+            payload: self.payload,
+            event_type: self.event_type.clone(),
+            warmup: self.warmup,
+            drain: self.drain,
+            tokens,
+            slo,
+            json: self.json,
+            quiet: self.quiet,
+        })
+    }
+}
+
+impl FloorArgs {
+    pub fn validate(&self) -> Result<FloorConfig, UsageError> {
+        target::check_listen(self.listen, self.allow_remote)?;
+        if self.threads == 0 || self.threads > 256 {
+            return Err(invalid("--threads must be 1..=256"));
+        }
+        if self.max_queue_bytes < 1024 {
+            return Err(invalid("--max-queue-bytes must be at least 1KiB"));
+        }
+        Ok(FloorConfig {
+            listen: self.listen,
+            threads: self.threads,
+            max_queue_bytes: self.max_queue_bytes,
+            exit_after: self.exit_after,
+            stats_every: self.stats.filter(|d| !d.is_zero()),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    fn args(extra: &[&str]) -> Result<RunConfig, UsageError> {
+        let mut argv = vec!["bistream-loadtest"];
+        argv.extend_from_slice(extra);
+        let cli = Cli::try_parse_from(argv).map_err(|e| invalid(e.to_string()))?;
+        cli.run.validate(20_000)
+    }
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn defaults_are_a_small_loopback_run() {
+        let c = args(&[]).unwrap();
+        assert_eq!(c.target.addr, "127.0.0.1:8000".parse().unwrap());
+        assert_eq!((c.connections, c.procs, c.streams.len()), (1000, 1, 1));
+        assert_eq!(c.mode, Mode::Rate(Duration::from_secs(10)));
+        assert!(c.source_ips.is_empty());
+        assert_eq!(c.tokens, Tokens::default());
+    }
+
+    #[test]
+    fn procs_and_source_ips_scale_with_connections() {
+        let c = args(&["-c", "50000"]).unwrap();
+        assert_eq!(c.procs, 4);
+        assert_eq!(c.source_ips.len(), 2);
+        assert_eq!(auto_procs(15_000), 1);
+        assert_eq!(auto_procs(15_001), 2);
+        assert!(args(&["-c", "40000", "--procs", "1"]).is_err());
+        assert_eq!(args(&["-c", "3", "--procs", "8"]).unwrap().procs, 3);
+    }
+
+    #[test]
+    fn refuses_remote_targets_and_bad_values() {
+        assert!(matches!(
+            args(&["--url", "ws://10.0.0.1:8000"]),
+            Err(UsageError::Target(TargetError::NotLoopback { .. }))
+        ));
+        assert!(matches!(args(&["--slo", "p99<"]), Err(UsageError::Slo(_))));
+        assert!(args(&["--batch", "1001"]).is_err());
+        assert!(args(&["--batch", "1000", "--payload", "2000"]).is_err());
+        assert!(args(&["--rate", "0"]).is_err());
+        assert!(args(&["--burst", "0"]).is_err());
+        assert!(args(&["--channels", "9"]).is_err());
+        assert!(args(&["--event-type", "a b"]).is_err());
+        assert!(args(&["--secret", "short"]).is_err());
+    }
+
+    #[test]
+    fn tokens_from_secret_or_given() {
+        let c = args(&["--secret", "0123456789abcdef0123456789abcdef"]).unwrap();
+        assert!(c.tokens.subscriber.is_some() && c.tokens.publisher.is_some());
+        assert_ne!(c.tokens.subscriber, c.tokens.publisher);
+        let c = args(&["--token", "a.b.c", "--secret", "0123456789abcdef0123456789abcdef"]).unwrap();
+        assert_eq!(c.tokens.subscriber.as_deref(), Some("a.b.c"));
+        assert_eq!(c.tokens.publisher.as_deref(), Some("a.b.c"));
+    }
+
+    #[test]
+    fn floor_flags() {
+        let cli = Cli::try_parse_from(["x", "floor", "--threads", "2", "--max-queue-bytes", "64KiB"]).unwrap();
+        let Some(Cmd::Floor(f)) = cli.command else {
+            panic!("not floor")
+        };
+        let cfg = f.validate().unwrap();
+        assert_eq!((cfg.threads, cfg.max_queue_bytes), (2, 64 << 10));
+        let cli = Cli::try_parse_from(["x", "floor", "--listen", "0.0.0.0:8000"]).unwrap();
+        let Some(Cmd::Floor(f)) = cli.command else {
+            panic!("not floor")
+        };
+        assert!(f.validate().is_err());
+    }
+}

@@ -1,0 +1,449 @@
+//! The publisher: `POST /api/events` over one keep-alive connection, paced at a rate
+//! (or as fast as possible for a burst), each event carrying its send time.
+
+use crate::message::{SEND_TIME_KEY, WARMUP_KEY};
+use crate::streams::Stream;
+use std::collections::BTreeMap;
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use thiserror::Error;
+
+/// How long one request may take before the connection is given up.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// Largest response accepted.
+const MAX_RESPONSE: usize = 64 * 1024;
+/// Pause after a failed connect, so a down server is not hammered.
+const RECONNECT_PAUSE: Duration = Duration::from_millis(100);
+
+/// What to publish.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub addr: SocketAddr,
+    pub host_header: String,
+    pub token: Option<String>,
+    /// Event `j` of the run goes to `streams[j % streams.len()]`.
+    pub streams: Vec<Stream>,
+    pub event_type: String,
+    /// Events per request (1 sends a single object, more send an array).
+    pub batch: usize,
+    /// Bytes of padding in each event's `data`.
+    pub payload: usize,
+    /// Events a second during warm-up and (in rate mode) the measured phase.
+    pub rate: f64,
+    pub warmup: Duration,
+    pub mode: Mode,
+}
+
+/// Measured phase.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Mode {
+    /// `rate` events a second for this long.
+    Rate(Duration),
+    /// This many events as fast as the server takes them.
+    Burst(u64),
+}
+
+/// Live counters the parent reads for its progress line.
+#[derive(Debug, Default)]
+pub struct Live {
+    pub accepted: AtomicU64,
+    /// Set when the measured phase starts.
+    pub measuring: AtomicBool,
+}
+
+/// What the publisher did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Outcome {
+    /// Events the server accepted per stream (index into `Plan::streams`).
+    pub per_stream: Vec<u64>,
+    pub events: u64,
+    pub warmup_events: u64,
+    pub requests: u64,
+    pub errors: BTreeMap<String, u64>,
+    pub unconfirmed_events: u64,
+    /// Accepted events of the measured phase and how long it took.
+    pub measured_events: u64,
+    pub measured_secs: f64,
+    pub max_lag_ns: u64,
+}
+
+/// A request that did not get `202 {"accepted":N}`.
+#[derive(Debug, Error)]
+pub enum PostError {
+    /// The server answered with another status (the events were not published).
+    #[error("HTTP {0}")]
+    Status(u16),
+    /// 202 with an unexpected `accepted` count.
+    #[error("accepted {got} of {sent}")]
+    Mismatch { got: u64, sent: u64 },
+    /// Connection failed before a request was sent (nothing published).
+    #[error("connect: {0}")]
+    Connect(io::Error),
+    /// Connection lost mid-request: outcome unknown.
+    #[error("i/o: {0}")]
+    Io(#[from] io::Error),
+    #[error("bad response: {0}")]
+    Malformed(String),
+}
+
+impl PostError {
+    fn kind(&self) -> String {
+        match self {
+            PostError::Status(s) => format!("http_{s}"),
+            PostError::Mismatch { .. } => "accepted_mismatch".into(),
+            PostError::Connect(e) => format!("connect_{}", crate::subscriber::io_kind(e)),
+            PostError::Io(e) => crate::subscriber::io_kind(e),
+            PostError::Malformed(_) => "bad_response".into(),
+        }
+    }
+}
+
+/// A keep-alive HTTP/1.1 client for `POST /api/events`.
+struct Client {
+    addr: SocketAddr,
+    head: String,
+    conn: Option<TcpStream>,
+    buf: Vec<u8>,
+}
+
+/// What a complete response said: status, body and whether the server keeps the connection.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Response {
+    pub status: u16,
+    pub body: Vec<u8>,
+    pub keep_alive: bool,
+}
+
+/// Parses a response with a `Content-Length` body; `Ok(None)` when incomplete.
+pub fn parse_response(buf: &[u8]) -> Result<Option<(Response, usize)>, String> {
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut resp = httparse::Response::new(&mut headers);
+    let head = match resp.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(e) => return Err(e.to_string()),
+    };
+    let mut len = None;
+    let mut keep_alive = resp.version != Some(0);
+    for h in resp.headers.iter() {
+        if h.name.eq_ignore_ascii_case("content-length") {
+            len = std::str::from_utf8(h.value)
+                .ok()
+                .and_then(|v| v.trim().parse::<usize>().ok());
+            if len.is_none() {
+                return Err("bad Content-Length".into());
+            }
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            return Err("chunked responses are not supported".into());
+        } else if h.name.eq_ignore_ascii_case("connection") {
+            let v = String::from_utf8_lossy(h.value).to_ascii_lowercase();
+            if v.contains("close") {
+                keep_alive = false;
+            } else if v.contains("keep-alive") {
+                keep_alive = true;
+            }
+        }
+    }
+    let len = len.unwrap_or(0);
+    if buf.len() < head + len {
+        return Ok(None);
+    }
+    Ok(Some((
+        Response {
+            status: resp.code.unwrap_or(0),
+            body: buf[head..head + len].to_vec(),
+            keep_alive,
+        },
+        head + len,
+    )))
+}
+
+impl Client {
+    fn new(addr: SocketAddr, host: &str, token: Option<&str>) -> Client {
+        let auth = token
+            .map(|t| format!("Authorization: Bearer {t}\r\n"))
+            .unwrap_or_default();
+        Client {
+            addr,
+            head: format!(
+                "POST /api/events HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nUser-Agent: bistream-loadtest\r\n{auth}Content-Length: "
+            ),
+            conn: None,
+            buf: Vec::with_capacity(4096),
+        }
+    }
+
+    fn connect(&mut self) -> Result<(), PostError> {
+        if self.conn.is_none() {
+            let s = TcpStream::connect_timeout(&self.addr, REQUEST_TIMEOUT).map_err(PostError::Connect)?;
+            let _ = s.set_nodelay(true);
+            s.set_read_timeout(Some(REQUEST_TIMEOUT)).map_err(PostError::Connect)?;
+            s.set_write_timeout(Some(REQUEST_TIMEOUT)).map_err(PostError::Connect)?;
+            self.conn = Some(s);
+        }
+        Ok(())
+    }
+
+    /// Sends one body; answers the accepted count.
+    fn post(&mut self, body: &[u8], sent: u64) -> Result<u64, PostError> {
+        let mut req = Vec::with_capacity(self.head.len() + 16 + body.len());
+        req.extend_from_slice(self.head.as_bytes());
+        req.extend_from_slice(format!("{}\r\n\r\n", body.len()).as_bytes());
+        req.extend_from_slice(body);
+        let result = self.round_trip(&req);
+        if result.is_err() {
+            self.conn = None;
+        }
+        let resp = result?;
+        if !resp.keep_alive {
+            self.conn = None;
+        }
+        if resp.status != 202 {
+            return Err(PostError::Status(resp.status));
+        }
+        let v: serde_json::Value = serde_json::from_slice(&resp.body)
+            .map_err(|e| PostError::Malformed(e.to_string()))?;
+        match v.get("accepted").and_then(serde_json::Value::as_u64) {
+            Some(n) if n == sent => Ok(n),
+            Some(n) => Err(PostError::Mismatch { got: n, sent }),
+            None => Err(PostError::Malformed("no `accepted`".into())),
+        }
+    }
+
+    fn round_trip(&mut self, req: &[u8]) -> Result<Response, PostError> {
+        self.connect()?;
+        let Client {
+            conn: Some(conn),
+            buf,
+            ..
+        } = self
+        else {
+            return Err(PostError::Malformed("no connection".into()));
+        };
+        buf.clear();
+        conn.write_all(req)?;
+        let mut chunk = [0u8; 4096];
+        loop {
+            let n = conn.read(&mut chunk)?;
+            if n == 0 {
+                return Err(PostError::Io(io::ErrorKind::UnexpectedEof.into()));
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            match parse_response(buf) {
+                Ok(Some((resp, _))) => return Ok(resp),
+                Ok(None) if buf.len() > MAX_RESPONSE => {
+                    return Err(PostError::Malformed("response too large".into()))
+                }
+                Ok(None) => {}
+                Err(e) => return Err(PostError::Malformed(e)),
+            }
+        }
+    }
+}
+
+fn wall_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+/// Appends one event object.
+pub fn write_event(out: &mut Vec<u8>, s: &Stream, event_type: &str, t_ns: u64, warm: bool, pad: &str) {
+    use std::fmt::Write as _;
+    let mut text = String::with_capacity(160 + pad.len());
+    let _ = write!(
+        text,
+        r#"{{"channel":"{}","location_id":"{}","event_type":"{event_type}","data":{{"{SEND_TIME_KEY}":{t_ns}"#,
+        s.channel, s.location
+    );
+    if warm {
+        let _ = write!(text, r#","{WARMUP_KEY}":1"#);
+    }
+    if !pad.is_empty() {
+        let _ = write!(text, r#","pad":"{pad}""#);
+    }
+    text.push_str("}}");
+    out.extend_from_slice(text.as_bytes());
+}
+
+/// The body for `n` events starting at run-wide event number `first`.
+pub fn body(plan: &Plan, first: u64, n: usize, warm: bool, pad: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(n * (180 + pad.len()) + 2);
+    let t_ns = wall_ns();
+    let streams = plan.streams.len().max(1) as u64;
+    if n > 1 {
+        out.push(b'[');
+    }
+    for i in 0..n as u64 {
+        if i > 0 {
+            out.push(b',');
+        }
+        let s = &plan.streams[((first + i) % streams) as usize];
+        write_event(&mut out, s, &plan.event_type, t_ns, warm, pad);
+    }
+    if n > 1 {
+        out.push(b']');
+    }
+    out
+}
+
+struct Publisher<'a> {
+    plan: &'a Plan,
+    client: Client,
+    pad: String,
+    next_event: u64,
+    out: Outcome,
+    live: &'a Live,
+}
+
+impl Publisher<'_> {
+    /// Sends `n` events; counts them per stream when accepted.
+    fn send(&mut self, n: usize, warm: bool) -> u64 {
+        let body = body(self.plan, self.next_event, n, warm, &self.pad);
+        let first = self.next_event;
+        self.next_event += n as u64;
+        self.out.requests += 1;
+        match self.client.post(&body, n as u64) {
+            Ok(accepted) => {
+                let streams = self.plan.streams.len().max(1) as u64;
+                for i in 0..n as u64 {
+                    self.out.per_stream[((first + i) % streams) as usize] += 1;
+                }
+                self.out.events += accepted;
+                if warm {
+                    self.out.warmup_events += accepted;
+                }
+                self.live.accepted.fetch_add(accepted, Ordering::Relaxed);
+                accepted
+            }
+            Err(e) => {
+                log::debug!("publish failed: {e}");
+                if matches!(e, PostError::Io(_) | PostError::Mismatch { .. } | PostError::Malformed(_)) {
+                    self.out.unconfirmed_events += n as u64;
+                }
+                if matches!(e, PostError::Connect(_)) {
+                    std::thread::sleep(RECONNECT_PAUSE);
+                }
+                *self.out.errors.entry(e.kind()).or_default() += 1;
+                0
+            }
+        }
+    }
+
+    /// `rate` events a second for `length`; answers events accepted.
+    fn paced(&mut self, length: Duration, warm: bool) -> u64 {
+        let rate = self.plan.rate;
+        let total = (length.as_secs_f64() * rate).floor() as u64;
+        let batch = self.plan.batch as u64;
+        let start = Instant::now();
+        let mut sent = 0u64;
+        let mut accepted = 0u64;
+        while sent < total {
+            // Event k is due at start + k / rate; send when a whole batch is due.
+            let n = batch.min(total - sent);
+            let due_at = start + Duration::from_secs_f64((sent + n - 1) as f64 / rate);
+            let now = Instant::now();
+            if due_at > now {
+                std::thread::sleep(due_at - now);
+            } else {
+                let lag = (now - due_at).as_nanos() as u64;
+                self.out.max_lag_ns = self.out.max_lag_ns.max(lag);
+            }
+            accepted += self.send(n as usize, warm);
+            sent += n;
+        }
+        let end = start + length;
+        let now = Instant::now();
+        if end > now {
+            std::thread::sleep(end - now);
+        }
+        accepted
+    }
+}
+
+/// Runs the plan: warm-up, then the measured phase.
+pub fn run(plan: &Plan, live: &Live) -> Outcome {
+    let mut p = Publisher {
+        plan,
+        client: Client::new(plan.addr, &plan.host_header, plan.token.as_deref()),
+        pad: "x".repeat(plan.payload),
+        next_event: 0,
+        out: Outcome {
+            per_stream: vec![0; plan.streams.len()],
+            ..Default::default()
+        },
+        live,
+    };
+    if !plan.warmup.is_zero() {
+        p.paced(plan.warmup, true);
+    }
+    live.measuring.store(true, Ordering::Relaxed);
+    let start = Instant::now();
+    let measured = match plan.mode {
+        Mode::Rate(length) => p.paced(length, false),
+        Mode::Burst(events) => {
+            let mut left = events;
+            let mut accepted = 0;
+            while left > 0 {
+                let n = left.min(plan.batch as u64);
+                accepted += p.send(n as usize, false);
+                left -= n;
+            }
+            accepted
+        }
+    };
+    p.out.measured_events = measured;
+    p.out.measured_secs = start.elapsed().as_secs_f64();
+    p.out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(streams: usize) -> Plan {
+        Plan {
+            addr: "127.0.0.1:1".parse().unwrap(),
+            host_header: "127.0.0.1:1".into(),
+            token: None,
+            streams: crate::streams::build_streams(&["dashboard"], streams, "loc-").unwrap(),
+            event_type: "LOADTEST".into(),
+            batch: 1,
+            payload: 0,
+            rate: 10.0,
+            warmup: Duration::ZERO,
+            mode: Mode::Burst(1),
+        }
+    }
+
+    #[test]
+    fn bodies_carry_send_time_and_rotate_streams() {
+        let p = plan(2);
+        let one: serde_json::Value = serde_json::from_slice(&body(&p, 0, 1, false, "")).unwrap();
+        assert_eq!(one["location_id"], "loc-1");
+        assert!(one["data"]["t_ns"].as_u64().unwrap() > 1_600_000_000_000_000_000);
+        assert!(one["data"].get("w").is_none());
+        let many: serde_json::Value = serde_json::from_slice(&body(&p, 1, 3, true, "ab")).unwrap();
+        let locs: Vec<&str> = many.as_array().unwrap().iter().map(|e| e["location_id"].as_str().unwrap()).collect();
+        assert_eq!(locs, ["loc-2", "loc-1", "loc-2"]);
+        assert_eq!(many[0]["data"]["w"], 1);
+        assert_eq!(many[0]["data"]["pad"], "ab");
+        assert_eq!(many[0]["event_type"], "LOADTEST");
+    }
+
+    #[test]
+    fn responses_parse() {
+        let r = b"HTTP/1.1 202 Accepted\r\nContent-Length: 14\r\n\r\n{\"accepted\":3}";
+        let (resp, used) = parse_response(r).unwrap().unwrap();
+        assert_eq!((resp.status, used, resp.keep_alive), (202, r.len(), true));
+        assert_eq!(resp.body, b"{\"accepted\":3}");
+        assert_eq!(parse_response(&r[..r.len() - 1]).unwrap(), None);
+        let c = b"HTTP/1.1 503 Unavailable\r\nConnection: close\r\nContent-Length: 0\r\n\r\n";
+        let (resp, _) = parse_response(c).unwrap().unwrap();
+        assert_eq!((resp.status, resp.keep_alive), (503, false));
+        assert!(parse_response(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n").is_err());
+    }
+}

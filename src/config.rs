@@ -1,0 +1,500 @@
+//! Command line and environment → a validated [`Config`].
+//!
+//! Every limit has a named `DEFAULT_*` constant so that the code, `--help` and
+//! `docs/operations.md` agree. Every option is also an environment variable
+//! (`--max-connections` / `BISTREAM_MAX_CONNECTIONS`); `JWT_SECRET_KEY` keeps its name.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8000";
+pub const DEFAULT_MAX_QUEUE_BYTES: usize = 1 << 20;
+pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 64 << 10;
+pub const DEFAULT_MAX_HEAD_SIZE: usize = 8 << 10;
+pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(25);
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(75);
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_CLOSE_LINGER: Duration = Duration::from_secs(1);
+pub const DEFAULT_HISTORY_SIZE: usize = 1000;
+pub const DEFAULT_HISTORY_MAX_BYTES: usize = 256 << 20;
+pub const DEFAULT_HISTORY_TTL: Duration = Duration::from_secs(600);
+pub const DEFAULT_JWT_LEEWAY: Duration = Duration::from_secs(5);
+/// The publish API's limits are part of the contract (§5), so they are not flags.
+pub const MAX_PUBLISH_BODY: usize = 1 << 20;
+pub const MAX_PUBLISH_EVENTS: usize = 1000;
+/// File descriptors kept back from `--max-connections` for listeners, the poll
+/// instances, wakers, log files and the sockets that are only accepted to be refused.
+pub const FD_HEADROOM: usize = 64;
+
+/// A listen address: TCP or a Unix socket path (`unix:/run/bistream.sock`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListenAddr {
+    Tcp(SocketAddr),
+    Unix(PathBuf),
+}
+
+impl ListenAddr {
+    pub fn is_loopback(&self) -> bool {
+        match self {
+            ListenAddr::Tcp(a) => a.ip().is_loopback(),
+            ListenAddr::Unix(_) => true,
+        }
+    }
+}
+
+impl std::fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ListenAddr::Tcp(a) => write!(f, "{a}"),
+            ListenAddr::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
+fn parse_listen(s: &str) -> Result<ListenAddr, String> {
+    if let Some(path) = s.strip_prefix("unix:") {
+        if path.is_empty() {
+            return Err("unix: needs a path, e.g. unix:/run/bistream/bistream.sock".into());
+        }
+        return Ok(ListenAddr::Unix(PathBuf::from(path)));
+    }
+    s.parse::<SocketAddr>()
+        .map(ListenAddr::Tcp)
+        .map_err(|_| format!("`{s}` is neither HOST:PORT (e.g. 127.0.0.1:8000) nor unix:/path"))
+}
+
+/// Sizes: plain bytes or a binary/decimal unit (`64KiB`, `1MiB`, `1MB`, `512k`).
+pub fn parse_size(s: &str) -> Result<usize, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a size (write 65536, 64KiB or 1MiB)"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kib" => 1 << 10,
+        "kb" => 1000,
+        "m" | "mib" => 1 << 20,
+        "mb" => 1_000_000,
+        "g" | "gib" => 1 << 30,
+        "gb" => 1_000_000_000,
+        _ => return Err(format!("`{s}`: unknown size unit (use B, KiB, MiB, GiB)")),
+    };
+    n.checked_mul(mult)
+        .and_then(|v| usize::try_from(v).ok())
+        .ok_or_else(|| format!("`{s}` is too large"))
+}
+
+/// Durations: `25s`, `500ms`, `2m`, `1h` (humantime syntax).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s.trim())
+        .map_err(|e| format!("`{s}` is not a duration (write 25s, 500ms or 2m): {e}"))
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "bistream",
+    version,
+    about = "Real-time business-intelligence event server (WebSocket fan-out)",
+    long_about = "Real-time business-intelligence event server.\n\nClients hold WebSocket connections \
+                  on /ws/...; back-end services publish with POST /api/events; every event is \
+                  fanned out to the clients of its stream. Every option is also an environment \
+                  variable (shown in brackets)."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub server: ServerArgs,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Mint a JWT from the configured secret (for local testing and scripts).
+    Token(TokenArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TokenArgs {
+    /// Location id the token grants (repeatable; `*` for all).
+    #[arg(long = "location", value_name = "ID")]
+    pub locations: Vec<String>,
+    /// Channel id the token grants (repeatable; default: all six).
+    #[arg(long = "channel", value_name = "ID")]
+    pub channels: Vec<String>,
+    /// Mint a publisher token (`scope: publish`) instead of a subscriber token.
+    #[arg(long)]
+    pub publisher: bool,
+    /// Time to live.
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    pub ttl: Duration,
+    /// `sub` claim.
+    #[arg(long, default_value = "bistream-cli")]
+    pub sub: String,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct ServerArgs {
+    /// Address to listen on: HOST:PORT or unix:/path (repeatable).
+    #[arg(long, env = "BISTREAM_LISTEN", value_delimiter = ',', default_value = DEFAULT_LISTEN, value_parser = parse_listen)]
+    pub listen: Vec<ListenAddr>,
+
+    /// Event-loop threads (default: the number of cores).
+    #[arg(long, env = "BISTREAM_THREADS")]
+    pub threads: Option<usize>,
+
+    /// Most open connections, handshakes in progress included
+    /// (default: the process's open-file limit minus a small headroom).
+    #[arg(long, env = "BISTREAM_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+
+    /// Outbound bytes held per connection beyond what the kernel accepted; past it: close 1013.
+    #[arg(long, env = "BISTREAM_MAX_QUEUE_BYTES", default_value = "1MiB", value_parser = parse_size)]
+    pub max_queue_bytes: usize,
+
+    /// Largest client message; larger ones close the connection with 1009.
+    #[arg(long, env = "BISTREAM_MAX_MESSAGE_SIZE", default_value = "64KiB", value_parser = parse_size)]
+    pub max_message_size: usize,
+
+    /// Largest HTTP request head; larger ones get 431.
+    #[arg(long, env = "BISTREAM_MAX_HEAD_SIZE", default_value = "8KiB", value_parser = parse_size)]
+    pub max_head_size: usize,
+
+    /// Interval between server pings; a connection silent for two intervals is closed (1008).
+    #[arg(long, env = "BISTREAM_HEARTBEAT_INTERVAL", default_value = "25s", value_parser = parse_duration)]
+    pub heartbeat_interval: Duration,
+
+    /// Time from accept within which the request head must be complete.
+    #[arg(long, env = "BISTREAM_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub handshake_timeout: Duration,
+
+    /// Idle time after which a keep-alive HTTP (publish API) connection is closed.
+    #[arg(long, env = "BISTREAM_KEEPALIVE_TIMEOUT", default_value = "75s", value_parser = parse_duration)]
+    pub keepalive_timeout: Duration,
+
+    /// On SIGTERM/SIGINT: time allowed to flush clients and close them with 1001.
+    #[arg(long, env = "BISTREAM_DRAIN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
+
+    /// Events kept per stream for recovery (`since`/`epoch`); 0 disables recovery.
+    #[arg(long, env = "BISTREAM_HISTORY_SIZE", default_value_t = DEFAULT_HISTORY_SIZE)]
+    pub history_size: usize,
+
+    /// Process-wide cap on history bytes; the oldest events are evicted first.
+    #[arg(long, env = "BISTREAM_HISTORY_MAX_BYTES", default_value = "256MiB", value_parser = parse_size)]
+    pub history_max_bytes: usize,
+
+    /// A stream with no subscribers and no events for this long is forgotten.
+    #[arg(long, env = "BISTREAM_HISTORY_TTL", default_value = "10m", value_parser = parse_duration)]
+    pub history_ttl: Duration,
+
+    /// HS256 secret (at least 32 bytes). Without one the server runs open, on loopback only.
+    #[arg(long, env = "JWT_SECRET_KEY", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+
+    /// Read the JWT secret from a file (systemd credentials, Kubernetes secrets).
+    #[arg(long, env = "BISTREAM_JWT_SECRET_FILE")]
+    pub jwt_secret_file: Option<PathBuf>,
+
+    /// Previous secret, accepted for verification only (rotation).
+    #[arg(long, env = "JWT_SECRET_KEY_PREVIOUS", hide_env_values = true)]
+    pub jwt_secret_previous: Option<String>,
+
+    /// Read the previous secret from a file.
+    #[arg(long, env = "BISTREAM_JWT_SECRET_PREVIOUS_FILE")]
+    pub jwt_secret_previous_file: Option<PathBuf>,
+
+    /// Clock-skew leeway for `exp` and `nbf`.
+    #[arg(long, env = "BISTREAM_JWT_LEEWAY", default_value = "5s", value_parser = parse_duration)]
+    pub jwt_leeway: Duration,
+
+    /// Run without tokens even on a non-loopback address.
+    #[arg(long, env = "BISTREAM_ALLOW_ANONYMOUS")]
+    pub allow_anonymous: bool,
+
+    /// Allowed `Origin` values, comma-separated exact matches (default: any origin).
+    #[arg(long, env = "BISTREAM_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+
+    /// Serve /ws/echo for conformance suites (test deployments only).
+    #[arg(long, env = "BISTREAM_ENABLE_ECHO")]
+    pub enable_echo: bool,
+
+    /// Publish plausible demo BI events to a few locations every second.
+    #[arg(long, env = "BISTREAM_DEMO")]
+    pub demo: bool,
+
+    /// Log level (error, warn, info, debug, trace); RUST_LOG overrides it.
+    #[arg(long, env = "BISTREAM_LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("--threads must be between 1 and 64 (got {0})")]
+    Threads(usize),
+    #[error("--{name} must be at least {min}")]
+    TooSmall { name: &'static str, min: String },
+    #[error("no --listen address given")]
+    NoListen,
+    #[error("cannot read {what} from {path}: {source}")]
+    SecretFile {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Secret(#[from] crate::auth::SecretError),
+    #[error(
+        "no JWT_SECRET_KEY and a non-loopback listener ({0}): refusing to run open to the network; \
+         set JWT_SECRET_KEY (or --jwt-secret-file) or pass --allow-anonymous"
+    )]
+    OpenOnNetwork(String),
+}
+
+/// The effective configuration, validated.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: Vec<ListenAddr>,
+    pub threads: usize,
+    pub max_connections: usize,
+    pub max_queue_bytes: usize,
+    pub max_message_size: usize,
+    pub max_head_size: usize,
+    pub heartbeat_interval: Duration,
+    pub handshake_timeout: Duration,
+    pub keepalive_timeout: Duration,
+    pub drain_timeout: Duration,
+    pub close_linger: Duration,
+    pub history_size: usize,
+    pub history_max_bytes: usize,
+    pub history_ttl: Duration,
+    /// `None`: the server runs open (no tokens checked).
+    pub auth: Option<AuthConfig>,
+    pub allowed_origins: Vec<String>,
+    pub enable_echo: bool,
+    pub demo: bool,
+}
+
+#[derive(Clone)]
+pub struct AuthConfig {
+    pub secret: Vec<u8>,
+    pub previous: Option<Vec<u8>>,
+    pub leeway: Duration,
+}
+
+impl std::fmt::Debug for AuthConfig {
+    // Secrets never reach a log line, not even a debug dump of the config.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthConfig")
+            .field("secret", &"<redacted>")
+            .field("previous", &self.previous.as_ref().map(|_| "<redacted>"))
+            .field("leeway", &self.leeway)
+            .finish()
+    }
+}
+
+fn read_secret(
+    value: &Option<String>,
+    file: &Option<PathBuf>,
+    what: &'static str,
+) -> Result<Option<Vec<u8>>, ConfigError> {
+    if let Some(path) = file {
+        let raw = std::fs::read(path).map_err(|source| ConfigError::SecretFile {
+            what,
+            path: path.clone(),
+            source,
+        })?;
+        // A trailing newline from `echo secret > file` is not part of the secret.
+        let trimmed = raw.strip_suffix(b"\n").unwrap_or(&raw);
+        let trimmed = trimmed.strip_suffix(b"\r").unwrap_or(trimmed);
+        return Ok(Some(trimmed.to_vec()));
+    }
+    Ok(value.as_ref().map(|v| v.as_bytes().to_vec()))
+}
+
+/// The open-file limit after raising the soft limit to the hard one.
+pub fn raise_fd_limit() -> usize {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => usize::try_from(n).unwrap_or(usize::MAX),
+        Err(_) => rlimit::getrlimit(rlimit::Resource::NOFILE)
+            .map(|(soft, _)| usize::try_from(soft).unwrap_or(usize::MAX))
+            .unwrap_or(1024),
+    }
+}
+
+impl Config {
+    pub fn from_args(a: &ServerArgs, fd_limit: usize) -> Result<Config, ConfigError> {
+        if a.listen.is_empty() {
+            return Err(ConfigError::NoListen);
+        }
+        let threads = a.threads.unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        });
+        if threads == 0 || threads > 64 {
+            return Err(ConfigError::Threads(threads));
+        }
+        let min = |name: &'static str, ok: bool, m: &str| {
+            if ok {
+                Ok(())
+            } else {
+                Err(ConfigError::TooSmall {
+                    name,
+                    min: m.to_string(),
+                })
+            }
+        };
+        min("max-queue-bytes", a.max_queue_bytes >= 1024, "1KiB")?;
+        min("max-message-size", a.max_message_size >= 125, "125")?;
+        min("max-head-size", a.max_head_size >= 1024, "1KiB")?;
+        min(
+            "heartbeat-interval",
+            a.heartbeat_interval >= Duration::from_millis(10),
+            "10ms",
+        )?;
+        min(
+            "handshake-timeout",
+            a.handshake_timeout >= Duration::from_millis(10),
+            "10ms",
+        )?;
+        min("max-connections", a.max_connections != Some(0), "1")?;
+
+        let secret = read_secret(&a.jwt_secret, &a.jwt_secret_file, "the JWT secret")?;
+        let previous = read_secret(
+            &a.jwt_secret_previous,
+            &a.jwt_secret_previous_file,
+            "the previous JWT secret",
+        )?;
+        let auth = match secret {
+            Some(secret) => {
+                // Validate now so that a short secret stops start-up, not the first handshake.
+                crate::auth::Verifier::new(&secret, previous.as_deref(), a.jwt_leeway)?;
+                Some(AuthConfig {
+                    secret,
+                    previous,
+                    leeway: a.jwt_leeway,
+                })
+            }
+            None => {
+                if let Some(open) = a.listen.iter().find(|l| !l.is_loopback()) {
+                    if !a.allow_anonymous {
+                        return Err(ConfigError::OpenOnNetwork(open.to_string()));
+                    }
+                }
+                None
+            }
+        };
+
+        let max_connections = a
+            .max_connections
+            .unwrap_or_else(|| fd_limit.saturating_sub(FD_HEADROOM).max(16));
+
+        Ok(Config {
+            listen: a.listen.clone(),
+            threads,
+            max_connections,
+            max_queue_bytes: a.max_queue_bytes,
+            max_message_size: a.max_message_size,
+            max_head_size: a.max_head_size,
+            heartbeat_interval: a.heartbeat_interval,
+            handshake_timeout: a.handshake_timeout,
+            keepalive_timeout: a.keepalive_timeout,
+            drain_timeout: a.drain_timeout,
+            close_linger: DEFAULT_CLOSE_LINGER,
+            history_size: a.history_size,
+            history_max_bytes: a.history_max_bytes,
+            history_ttl: a.history_ttl,
+            auth,
+            allowed_origins: a.allowed_origins.clone(),
+            enable_echo: a.enable_echo,
+            demo: a.demo,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("65536"), Ok(65536));
+        assert_eq!(parse_size("64KiB"), Ok(65536));
+        assert_eq!(parse_size("1MiB"), Ok(1 << 20));
+        assert_eq!(parse_size("1MB"), Ok(1_000_000));
+        assert_eq!(parse_size("16777216"), Ok(16 << 20));
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("1XB").is_err());
+        assert!(parse_size("").is_err());
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("25s"), Ok(Duration::from_secs(25)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn listen_addresses() {
+        assert_eq!(
+            parse_listen("127.0.0.1:8000"),
+            Ok(ListenAddr::Tcp("127.0.0.1:8000".parse().unwrap()))
+        );
+        assert_eq!(
+            parse_listen("unix:/tmp/x.sock"),
+            Ok(ListenAddr::Unix("/tmp/x.sock".into()))
+        );
+        assert!(parse_listen("unix:").is_err());
+        assert!(parse_listen("localhost").is_err());
+    }
+
+    fn args(extra: &[&str]) -> ServerArgs {
+        let mut v = vec!["bistream"];
+        v.extend_from_slice(extra);
+        Cli::try_parse_from(v).unwrap().server
+    }
+
+    #[test]
+    fn defaults_run_open_on_loopback() {
+        let c = Config::from_args(&args(&[]), 20_000).unwrap();
+        assert!(c.auth.is_none());
+        assert_eq!(c.max_connections, 20_000 - FD_HEADROOM);
+        assert_eq!(c.max_queue_bytes, DEFAULT_MAX_QUEUE_BYTES);
+        assert_eq!(c.max_message_size, DEFAULT_MAX_MESSAGE_SIZE);
+        assert_eq!(c.max_head_size, DEFAULT_MAX_HEAD_SIZE);
+        assert_eq!(c.heartbeat_interval, DEFAULT_HEARTBEAT_INTERVAL);
+        assert_eq!(c.handshake_timeout, DEFAULT_HANDSHAKE_TIMEOUT);
+        assert_eq!(c.drain_timeout, DEFAULT_DRAIN_TIMEOUT);
+        assert_eq!(c.history_size, DEFAULT_HISTORY_SIZE);
+        assert_eq!(c.history_max_bytes, DEFAULT_HISTORY_MAX_BYTES);
+        assert_eq!(c.history_ttl, DEFAULT_HISTORY_TTL);
+    }
+
+    #[test]
+    fn open_on_network_refused_unless_anonymous() {
+        let e = Config::from_args(&args(&["--listen", "0.0.0.0:8000"]), 1024);
+        assert!(matches!(e, Err(ConfigError::OpenOnNetwork(_))));
+        let ok = Config::from_args(
+            &args(&["--listen", "0.0.0.0:8000", "--allow-anonymous"]),
+            1024,
+        );
+        assert!(ok.is_ok());
+    }
+
+    #[test]
+    fn short_secret_refused() {
+        let e = Config::from_args(&args(&["--jwt-secret", "short"]), 1024);
+        assert!(matches!(e, Err(ConfigError::Secret(_))));
+    }
+}

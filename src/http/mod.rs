@@ -1,0 +1,8 @@
+//! HTTP on the shared listener: sans-io head parsing, routing, the upgrade
+//! checks, the publish body, and canned responses.
+
+pub mod head;
+pub mod publish;
+pub mod response;
+pub mod router;
+pub mod upgrade;

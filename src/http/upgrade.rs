@@ -1,0 +1,335 @@
+//! Validates a WebSocket upgrade request against the contract (§1, §4) and
+//! decides the one refusal that wins when several apply:
+//! 431, 404, 405, 400, 426, 503, 403 (Origin), 401, 403 (grant).
+//! 431 is decided by the head parser and 404/405 by the router before this runs.
+
+use base64::Engine as _;
+
+use crate::auth::{bearer_token, AuthError, Verifier};
+use crate::channel::{valid_event_type, Channel};
+use crate::http::head::RequestHead;
+use crate::http::response::Refusal;
+
+/// What the handshake is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    Stream { channel: Channel, location: Box<str> },
+    Echo,
+}
+
+/// An accepted upgrade: everything the connection needs from the request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upgrade {
+    pub accept_key: String,
+    pub target: Target,
+    /// `events=` filter; `None` = every event of the stream.
+    pub filter: Option<Vec<Box<str>>>,
+    pub since: Option<u64>,
+    pub epoch: Option<String>,
+    /// Unix seconds at which the token stops being valid (`exp`), when auth is on.
+    pub token_exp: Option<u64>,
+}
+
+/// What the server knows besides the request.
+pub struct UpgradeContext<'a> {
+    /// The connection limit is reached or the server is draining.
+    pub busy: Option<&'static str>,
+    pub allowed_origins: &'a [String],
+    pub verifier: Option<&'a Verifier>,
+}
+
+/// The query parameters of the contract; the first occurrence of each wins.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Query {
+    pub token: Option<String>,
+    pub events: Option<String>,
+    pub since: Option<String>,
+    pub epoch: Option<String>,
+}
+
+pub fn parse_query(q: Option<&str>) -> Query {
+    let mut out = Query::default();
+    let Some(q) = q else { return out };
+    for (k, v) in form_urlencoded::parse(q.as_bytes()) {
+        let slot = match k.as_ref() {
+            "token" => &mut out.token,
+            "events" => &mut out.events,
+            "since" => &mut out.since,
+            "epoch" => &mut out.epoch,
+            _ => continue,
+        };
+        if slot.is_none() {
+            *slot = Some(v.into_owned());
+        }
+    }
+    out
+}
+
+fn bad(code: &'static str, message: impl Into<String>) -> Refusal {
+    Refusal::new(400, code, message)
+}
+
+fn unauthorized(e: &AuthError) -> Refusal {
+    Refusal::new(401, e.code(), e.message())
+}
+
+/// Checks everything that is not the transport: the result is the upgrade or the refusal.
+pub fn check_upgrade(
+    head: &RequestHead,
+    target: Target,
+    ctx: &UpgradeContext<'_>,
+) -> Result<Upgrade, Refusal> {
+    // 400: a valid upgrade request.
+    if head.minor_version != 1 {
+        return Err(bad("bad_request", "WebSocket upgrades need HTTP/1.1"));
+    }
+    if !head.upgrade.iter().any(|t| t == "websocket") {
+        return Err(bad(
+            "bad_request",
+            "not a WebSocket upgrade: missing `Upgrade: websocket`",
+        ));
+    }
+    if !head.connection_has("upgrade") {
+        return Err(bad(
+            "bad_request",
+            "not a WebSocket upgrade: missing `Connection: Upgrade`",
+        ));
+    }
+    let key = match &head.sec_websocket_key {
+        Some(k)
+            if base64::engine::general_purpose::STANDARD
+                .decode(k)
+                .is_ok_and(|d| d.len() == 16) =>
+        {
+            k.clone()
+        }
+        Some(_) => {
+            return Err(bad(
+                "bad_request",
+                "Sec-WebSocket-Key must be 16 bytes in base64",
+            ))
+        }
+        None => return Err(bad("bad_request", "missing Sec-WebSocket-Key")),
+    };
+    let Some(version) = &head.sec_websocket_version else {
+        return Err(bad("bad_request", "missing Sec-WebSocket-Version"));
+    };
+    let query = parse_query(head.query.as_deref());
+    let since = match &query.since {
+        None => None,
+        Some(s) => match s.parse::<u64>() {
+            Ok(n) if s.bytes().all(|b| b.is_ascii_digit()) => Some(n),
+            _ => {
+                return Err(bad(
+                    "invalid_since",
+                    "`since` must be a non-negative integer (the last seq you saw)",
+                ))
+            }
+        },
+    };
+    let filter = match query.events.as_deref() {
+        None | Some("") => None,
+        Some(list) => {
+            let mut types = Vec::new();
+            for t in list.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+                if !valid_event_type(t) {
+                    return Err(bad(
+                        "invalid_events",
+                        "`events` must be a comma-separated list of event types ([A-Za-z0-9_.:-]{1,64})",
+                    ));
+                }
+                types.push(Box::<str>::from(t));
+            }
+            if types.is_empty() {
+                None
+            } else {
+                Some(types)
+            }
+        }
+    };
+    // 426
+    if version != "13" {
+        return Err(Refusal::new(
+            426,
+            "unsupported_version",
+            "only Sec-WebSocket-Version 13 is supported",
+        )
+        .with_headers("Sec-WebSocket-Version: 13\r\n"));
+    }
+    // 503
+    if let Some(why) = ctx.busy {
+        return Err(Refusal::new(503, "unavailable", why));
+    }
+    // 403 for the Origin
+    if let Some(origin) = &head.origin {
+        if !ctx.allowed_origins.is_empty() && !ctx.allowed_origins.iter().any(|o| o == origin) {
+            return Err(Refusal::new(
+                403,
+                "origin_not_allowed",
+                "this Origin is not allowed",
+            ));
+        }
+    }
+    let mut token_exp = None;
+    if let (Some(verifier), Target::Stream { channel, location }) = (ctx.verifier, &target) {
+        // 401: the header wins over the query parameter.
+        let token = match head.authorization.as_deref() {
+            Some(h) => bearer_token(h).map(str::to_string),
+            None => query.token.clone(),
+        };
+        let Some(token) = token.filter(|t| !t.is_empty()) else {
+            return Err(unauthorized(&AuthError::Missing));
+        };
+        let claims = verifier.verify(&token).map_err(|e| unauthorized(&e))?;
+        // 403 for the grant
+        if !claims.grants_subscription(channel.id(), location) {
+            return Err(Refusal::new(
+                403,
+                "forbidden",
+                format!(
+                    "the token does not grant channel `{}` at this location",
+                    channel.id()
+                ),
+            ));
+        }
+        token_exp = Some(claims.expires_at());
+    }
+    Ok(Upgrade {
+        accept_key: tungstenite::handshake::derive_accept_key(key.as_bytes()),
+        target,
+        filter,
+        since,
+        epoch: query.epoch.filter(|e| !e.is_empty()),
+        token_exp,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::head::{parse_head, HeadStatus};
+
+    fn head(req: &str) -> RequestHead {
+        match parse_head(req.as_bytes(), 8192) {
+            Ok(HeadStatus::Complete { head, .. }) => *head,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn upgrade_req(target: &str, extra: &str) -> String {
+        format!(
+            "GET {target} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
+        )
+    }
+
+    fn stream() -> Target {
+        Target::Stream {
+            channel: Channel::Dashboard,
+            location: "loc-1".into(),
+        }
+    }
+
+    fn open_ctx() -> UpgradeContext<'static> {
+        UpgradeContext {
+            busy: None,
+            allowed_origins: &[],
+            verifier: None,
+        }
+    }
+
+    #[test]
+    fn accepts_and_derives_the_rfc_key() {
+        let u = check_upgrade(
+            &head(&upgrade_req("/ws/dashboard/loc-1?events=A,B&since=41&epoch=e1", "")),
+            stream(),
+            &open_ctx(),
+        )
+        .unwrap();
+        // RFC 6455 §1.3 example.
+        assert_eq!(u.accept_key, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+        assert_eq!(u.filter, Some(vec!["A".into(), "B".into()]));
+        assert_eq!(u.since, Some(41));
+        assert_eq!(u.epoch.as_deref(), Some("e1"));
+    }
+
+    #[test]
+    fn refusal_statuses() {
+        let st = |req: String, ctx: &UpgradeContext| check_upgrade(&head(&req), stream(), ctx)
+            .err()
+            .map(|r| r.status);
+        let plain = "GET /ws/dashboard/loc-1 HTTP/1.1\r\nHost: x\r\n\r\n".to_string();
+        assert_eq!(st(plain, &open_ctx()), Some(400));
+        let no_key = upgrade_req("/ws/dashboard/loc-1", "").replace(
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n",
+            "",
+        );
+        assert_eq!(st(no_key, &open_ctx()), Some(400));
+        let bad_key = upgrade_req("/ws/dashboard/loc-1", "")
+            .replace("dGhlIHNhbXBsZSBub25jZQ==", "short");
+        assert_eq!(st(bad_key, &open_ctx()), Some(400));
+        let no_version = upgrade_req("/ws/dashboard/loc-1", "")
+            .replace("Sec-WebSocket-Version: 13\r\n", "");
+        assert_eq!(st(no_version, &open_ctx()), Some(400));
+        let v8 = upgrade_req("/ws/dashboard/loc-1", "").replace("Version: 13", "Version: 8");
+        let r = check_upgrade(&head(&v8), stream(), &open_ctx()).unwrap_err();
+        assert_eq!(r.status, 426);
+        assert!(r.extra_headers.contains("Sec-WebSocket-Version: 13"));
+        for since in ["-1", "abc", "", "1.5", "+3"] {
+            let req = upgrade_req(&format!("/ws/dashboard/loc-1?since={since}"), "");
+            assert_eq!(st(req, &open_ctx()), Some(400), "since={since}");
+        }
+        let busy = UpgradeContext {
+            busy: Some("draining"),
+            ..open_ctx()
+        };
+        assert_eq!(st(upgrade_req("/ws/dashboard/loc-1", ""), &busy), Some(503));
+        let origins = vec!["https://app.example".to_string()];
+        let ctx = UpgradeContext {
+            allowed_origins: &origins,
+            ..open_ctx()
+        };
+        assert_eq!(
+            st(
+                upgrade_req("/ws/dashboard/loc-1", "Origin: https://evil.example\r\n"),
+                &ctx
+            ),
+            Some(403)
+        );
+        assert_eq!(
+            st(
+                upgrade_req("/ws/dashboard/loc-1", "Origin: https://app.example\r\n"),
+                &ctx
+            ),
+            None
+        );
+        // No Origin at all: a non-browser client, never refused for it.
+        assert_eq!(st(upgrade_req("/ws/dashboard/loc-1", ""), &ctx), None);
+    }
+
+    #[test]
+    fn order_400_before_426_before_503() {
+        let busy = UpgradeContext {
+            busy: Some("draining"),
+            ..open_ctx()
+        };
+        let req = upgrade_req("/ws/dashboard/loc-1?since=x", "").replace("Version: 13", "Version: 8");
+        assert_eq!(
+            check_upgrade(&head(&req), stream(), &busy).unwrap_err().status,
+            400
+        );
+        let req = upgrade_req("/ws/dashboard/loc-1", "").replace("Version: 13", "Version: 8");
+        assert_eq!(
+            check_upgrade(&head(&req), stream(), &busy).unwrap_err().status,
+            426
+        );
+    }
+
+    #[test]
+    fn query_first_occurrence_wins_and_decodes() {
+        let q = parse_query(Some("token=a%2Eb&token=zzz&events=X&other=1"));
+        assert_eq!(q.token.as_deref(), Some("a.b"));
+        assert_eq!(q.events.as_deref(), Some("X"));
+        assert_eq!(q.since, None);
+    }
+}

@@ -1,0 +1,303 @@
+//! The publisher thread: the one owner of ordering, `seq` and history.
+//!
+//! Loops send it publish batches and subscription changes; it numbers each
+//! stream event, encodes its frame once, keeps it in history, and sends it to
+//! each loop that has subscribers of the stream, waking that loop.
+//!
+//! Backpressure without deadlock: loops never block on the publisher (they
+//! `try_send` and answer 503, or retry control messages later), so the
+//! publisher may block on a full loop inbox without either side waiting on
+//! the other.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use mio::Waker;
+
+use crate::channel::Channel;
+use crate::clock;
+use crate::http::publish::{ChannelSel, LocationSel, PublishEvent};
+use crate::hub::event::{encode_event, Delivery, StreamId};
+use crate::hub::streams::{HistEntry, Streams};
+use crate::hub::subscriptions::ConnRef;
+use crate::metrics::Metrics;
+
+/// Deliveries per message to a loop: big enough to amortise the channel and the
+/// wake-up, small enough that a `*` publish to thousands of streams does not
+/// build one giant allocation.
+const MAX_BATCH: usize = 1024;
+
+/// Messages to the publisher.
+pub enum ToPublisher {
+    Publish(Vec<PublishEvent>),
+    Subscribe(SubscribeRequest),
+    Unsubscribe { loop_id: usize, stream: StreamId },
+    Shutdown,
+}
+
+pub struct SubscribeRequest {
+    pub loop_id: usize,
+    pub conn: ConnRef,
+    pub channel: Channel,
+    pub location: Box<str>,
+    pub since: Option<u64>,
+    pub epoch: Option<String>,
+}
+
+/// Messages to an event loop.
+pub enum ToLoop {
+    Deliver(Vec<Delivery>),
+    Subscribed(Box<SubscribeAck>),
+    /// Begin the graceful drain (SIGTERM/SIGINT).
+    Drain,
+}
+
+/// The publisher's answer to a subscription. Everything up to `last_seq` is in
+/// `replay` (when recovery was asked for); every live event the loop receives
+/// after this message has a greater seq. That is the whole seam: the channel
+/// to the loop is FIFO and the publisher is the only writer of seq.
+pub struct SubscribeAck {
+    pub conn: ConnRef,
+    pub stream: StreamId,
+    pub last_seq: u64,
+    /// `Some` when the client sent `since`.
+    pub recovery: Option<Recovery>,
+}
+
+pub struct Recovery {
+    pub entries: Vec<HistEntry>,
+    pub complete: bool,
+}
+
+/// The sending side of one loop's inbox.
+#[derive(Clone)]
+pub struct LoopHandle {
+    pub tx: Sender<ToLoop>,
+    pub waker: Arc<Waker>,
+    /// Set when a wake-up is pending, so a burst of sends costs one `write(2)`
+    /// on the loop's eventfd rather than one per message.
+    pub notified: Arc<AtomicBool>,
+}
+
+impl LoopHandle {
+    /// Blocks while the loop's inbox is full (bounded); false once the loop is gone.
+    pub fn send(&self, msg: ToLoop) -> bool {
+        if self.tx.send(msg).is_err() {
+            return false;
+        }
+        if !self.notified.swap(true, Ordering::AcqRel) {
+            let _ = self.waker.wake();
+        }
+        true
+    }
+}
+
+pub struct PublisherConfig {
+    pub epoch: String,
+    pub history_size: usize,
+    pub history_max_bytes: usize,
+    pub history_ttl: Duration,
+}
+
+pub struct Publisher {
+    cfg: PublisherConfig,
+    loops: Vec<LoopHandle>,
+    streams: Streams,
+    metrics: Arc<Metrics>,
+    /// Per-loop batch being built.
+    pending: Vec<Vec<Delivery>>,
+}
+
+impl Publisher {
+    pub fn new(cfg: PublisherConfig, loops: Vec<LoopHandle>, metrics: Arc<Metrics>) -> Publisher {
+        let n = loops.len();
+        Publisher {
+            streams: Streams::new(n, cfg.history_size, cfg.history_max_bytes),
+            cfg,
+            loops,
+            metrics,
+            pending: (0..n).map(|_| Vec::new()).collect(),
+        }
+    }
+
+    pub fn run(mut self, rx: Receiver<ToPublisher>) {
+        let sweep_every = (self.cfg.history_ttl / 10).clamp(Duration::from_secs(1), Duration::from_secs(30));
+        let mut next_sweep = Instant::now() + sweep_every;
+        loop {
+            let wait = next_sweep.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(wait) {
+                Ok(ToPublisher::Shutdown) | Err(RecvTimeoutError::Disconnected) => return,
+                Ok(msg) => {
+                    self.handle(msg);
+                    // Take what else is waiting before flushing, so that a burst of
+                    // small publishes reaches each loop as one batch.
+                    for _ in 0..256 {
+                        match rx.try_recv() {
+                            Ok(ToPublisher::Shutdown) => return,
+                            Ok(msg) => self.handle(msg),
+                            Err(_) => break,
+                        }
+                    }
+                    self.flush();
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+            }
+            let now = Instant::now();
+            if now >= next_sweep {
+                self.streams.sweep(now, self.cfg.history_ttl);
+                self.update_gauges();
+                next_sweep = now + sweep_every;
+            }
+        }
+    }
+
+    fn handle(&mut self, msg: ToPublisher) {
+        match msg {
+            ToPublisher::Publish(events) => self.publish(events),
+            ToPublisher::Subscribe(req) => self.subscribe(req),
+            ToPublisher::Unsubscribe { loop_id, stream } => {
+                self.streams.unsubscribe(stream, loop_id, Instant::now())
+            }
+            ToPublisher::Shutdown => {}
+        }
+    }
+
+    fn publish(&mut self, events: Vec<PublishEvent>) {
+        let now = Instant::now();
+        let published_at = clock::wall_ms();
+        let stamp = clock::mono_ns();
+        let mut count = 0u64;
+        let mut targets: Vec<StreamId> = Vec::new();
+        for ev in events {
+            let event_type: Arc<str> = Arc::from(ev.event_type);
+            let channels: &[Channel] = match &ev.channels {
+                ChannelSel::All => &Channel::ALL,
+                ChannelSel::List(l) => l,
+            };
+            for &channel in channels {
+                targets.clear();
+                match &ev.location {
+                    LocationSel::One(loc) => {
+                        targets.push(self.streams.get_or_create(channel, loc, now))
+                    }
+                    LocationSel::All => targets.extend(self.streams.live(channel)),
+                }
+                for &id in &targets {
+                    let Some((seq, stream)) = self.streams.next_seq(id, now) else {
+                        continue;
+                    };
+                    let frame = encode_event(
+                        channel,
+                        &stream.location,
+                        &event_type,
+                        seq,
+                        published_at,
+                        &ev.data,
+                    );
+                    for (loop_id, refs) in stream.loop_refs.iter().enumerate() {
+                        if *refs > 0 {
+                            self.pending[loop_id].push(Delivery {
+                                stream: id,
+                                seq,
+                                event_type: event_type.clone(),
+                                frame: frame.clone(),
+                                stamp,
+                            });
+                        }
+                    }
+                    self.streams.record(
+                        id,
+                        HistEntry {
+                            seq,
+                            event_type: event_type.clone(),
+                            frame,
+                        },
+                    );
+                    count += 1;
+                    if self.pending.iter().any(|p| p.len() >= MAX_BATCH) {
+                        self.flush();
+                    }
+                }
+            }
+        }
+        self.metrics.events_published.inc_by(count);
+        self.update_gauges();
+    }
+
+    fn subscribe(&mut self, req: SubscribeRequest) {
+        let now = Instant::now();
+        let id = self.streams.get_or_create(req.channel, &req.location, now);
+        self.streams.subscribe(id, req.loop_id);
+        let last_seq = self.streams.get(id).map_or(0, |s| s.seq);
+        let recovery = req.since.map(|since| {
+            let epoch_matches = req.epoch.as_deref().is_none_or(|e| e == self.cfg.epoch);
+            let r = self.streams.replay(id, since, epoch_matches);
+            self.metrics
+                .recoveries
+                .with_label_values(&[if r.complete { "true" } else { "false" }])
+                .inc();
+            Recovery {
+                entries: r.entries,
+                complete: r.complete,
+            }
+        });
+        // Live events already batched for this loop carry seq <= last_seq and
+        // must reach the loop before the ack: flush them first.
+        self.flush_loop(req.loop_id);
+        let ack = ToLoop::Subscribed(Box::new(SubscribeAck {
+            conn: req.conn,
+            stream: id,
+            last_seq,
+            recovery,
+        }));
+        if let Some(l) = self.loops.get(req.loop_id) {
+            l.send(ack);
+        }
+    }
+
+    fn flush_loop(&mut self, loop_id: usize) {
+        if let (Some(batch), Some(l)) = (self.pending.get_mut(loop_id), self.loops.get(loop_id)) {
+            if !batch.is_empty() {
+                l.send(ToLoop::Deliver(std::mem::take(batch)));
+            }
+        }
+    }
+
+    fn flush(&mut self) {
+        for i in 0..self.loops.len() {
+            self.flush_loop(i);
+        }
+    }
+
+    fn update_gauges(&self) {
+        self.metrics
+            .history_bytes
+            .set(self.streams.history_bytes() as i64);
+        self.metrics.history_streams.set(self.streams.len() as i64);
+    }
+}
+
+/// A random epoch per process start: 12 base-36 characters from the OS-seeded
+/// hasher, the clock and the pid (no extra crate needed for 60 bits of noise).
+pub fn new_epoch() -> String {
+    use std::collections::hash_map::RandomState;
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    h.write_u32(std::process::id());
+    let mut n = h.finish();
+    let digits = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    let mut out = String::with_capacity(12);
+    for _ in 0..12 {
+        out.push(digits[(n % 36) as usize] as char);
+        n /= 36;
+    }
+    out
+}

@@ -1,0 +1,386 @@
+//! The publisher's per-stream state: `seq`, history, and which loops have
+//! subscribers. Owned by the publisher thread alone, so it needs no locks.
+//!
+//! Memory is bounded three ways: `history_size` frames per stream, a
+//! process-wide `history_max_bytes` (oldest first, across streams), and a TTL
+//! after which a stream with no subscribers and no events is forgotten.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::channel::Channel;
+use crate::hub::event::StreamId;
+
+#[derive(Debug, Clone)]
+pub struct HistEntry {
+    pub seq: u64,
+    pub event_type: Arc<str>,
+    pub frame: Bytes,
+}
+
+#[derive(Debug)]
+pub struct Stream {
+    pub id: StreamId,
+    pub channel: Channel,
+    pub location: Arc<str>,
+    /// The last seq assigned; 0 before the first event.
+    pub seq: u64,
+    ring: VecDeque<HistEntry>,
+    /// Subscribers per event loop, so an event is sent only to loops that need it.
+    pub loop_refs: Vec<u32>,
+    pub subscribers: u32,
+    /// When the stream last had an event or lost its last subscriber.
+    idle_since: Instant,
+}
+
+/// What a reconnecting client gets, decided in the publisher's thread so that
+/// it lines up exactly with the live events that follow it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Replay {
+    pub entries: Vec<HistEntry>,
+    pub complete: bool,
+}
+
+impl PartialEq for HistEntry {
+    fn eq(&self, o: &Self) -> bool {
+        self.seq == o.seq && self.event_type == o.event_type && self.frame == o.frame
+    }
+}
+
+pub struct Streams {
+    by_id: HashMap<StreamId, Stream>,
+    /// Per channel, location → stream.
+    by_key: [HashMap<Arc<str>, StreamId>; 6],
+    /// Streams with at least one subscriber, per channel: the targets of `location_id: "*"`.
+    live: [HashSet<StreamId>; 6],
+    next_id: StreamId,
+    loops: usize,
+    history_size: usize,
+    max_bytes: usize,
+    bytes: usize,
+    /// Every history entry in publish order, for the process-wide byte cap.
+    /// Entries already evicted by the per-stream cap linger until compaction.
+    fifo: VecDeque<(StreamId, u64, usize)>,
+    entries: usize,
+}
+
+impl Streams {
+    pub fn new(loops: usize, history_size: usize, max_bytes: usize) -> Streams {
+        Streams {
+            by_id: HashMap::new(),
+            by_key: Default::default(),
+            live: Default::default(),
+            next_id: 1,
+            loops,
+            history_size,
+            max_bytes,
+            bytes: 0,
+            fifo: VecDeque::new(),
+            entries: 0,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_id.is_empty()
+    }
+
+    pub fn history_bytes(&self) -> usize {
+        self.bytes
+    }
+
+    pub fn get(&self, id: StreamId) -> Option<&Stream> {
+        self.by_id.get(&id)
+    }
+
+    pub fn get_or_create(&mut self, channel: Channel, location: &str, now: Instant) -> StreamId {
+        if let Some(id) = self.by_key[channel.index()].get(location) {
+            return *id;
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        let location: Arc<str> = Arc::from(location);
+        self.by_key[channel.index()].insert(location.clone(), id);
+        self.by_id.insert(
+            id,
+            Stream {
+                id,
+                channel,
+                location,
+                seq: 0,
+                ring: VecDeque::new(),
+                loop_refs: vec![0; self.loops],
+                subscribers: 0,
+                idle_since: now,
+            },
+        );
+        id
+    }
+
+    /// Streams of `channel` that have subscribers somewhere.
+    pub fn live(&self, channel: Channel) -> Vec<StreamId> {
+        self.live[channel.index()].iter().copied().collect()
+    }
+
+    /// Gives the stream its next seq. The caller encodes the frame with it and
+    /// hands it back through [`Self::record`].
+    pub fn next_seq(&mut self, id: StreamId, now: Instant) -> Option<(u64, &Stream)> {
+        let s = self.by_id.get_mut(&id)?;
+        s.seq += 1;
+        s.idle_since = now;
+        Some((s.seq, s))
+    }
+
+    /// Keeps the frame of the event just numbered in the stream's history.
+    pub fn record(&mut self, id: StreamId, entry: HistEntry) {
+        if self.history_size == 0 {
+            return;
+        }
+        let Some(s) = self.by_id.get_mut(&id) else {
+            return;
+        };
+        let len = entry.frame.len();
+        self.fifo.push_back((id, entry.seq, len));
+        s.ring.push_back(entry);
+        self.bytes += len;
+        self.entries += 1;
+        if s.ring.len() > self.history_size {
+            if let Some(old) = s.ring.pop_front() {
+                self.bytes -= old.frame.len();
+                self.entries -= 1;
+            }
+        }
+        self.enforce_byte_cap();
+    }
+
+    fn enforce_byte_cap(&mut self) {
+        while self.bytes > self.max_bytes {
+            let Some((id, seq, _)) = self.fifo.pop_front() else {
+                break;
+            };
+            if let Some(s) = self.by_id.get_mut(&id) {
+                if s.ring.front().is_some_and(|e| e.seq == seq) {
+                    if let Some(old) = s.ring.pop_front() {
+                        self.bytes -= old.frame.len();
+                        self.entries -= 1;
+                    }
+                }
+            }
+        }
+        // Keep the FIFO proportional to what it tracks.
+        if self.fifo.len() > 2 * self.entries + 1024 {
+            let by_id = &self.by_id;
+            self.fifo.retain(|(id, seq, _)| {
+                by_id
+                    .get(id)
+                    .and_then(|s| s.ring.front())
+                    .is_some_and(|front| front.seq <= *seq)
+            });
+        }
+    }
+
+    pub fn subscribe(&mut self, id: StreamId, loop_id: usize) {
+        if let Some(s) = self.by_id.get_mut(&id) {
+            s.loop_refs[loop_id] += 1;
+            s.subscribers += 1;
+            if s.subscribers == 1 {
+                self.live[s.channel.index()].insert(id);
+            }
+        }
+    }
+
+    pub fn unsubscribe(&mut self, id: StreamId, loop_id: usize, now: Instant) {
+        if let Some(s) = self.by_id.get_mut(&id) {
+            if s.loop_refs[loop_id] == 0 {
+                return;
+            }
+            s.loop_refs[loop_id] -= 1;
+            s.subscribers -= 1;
+            if s.subscribers == 0 {
+                self.live[s.channel.index()].remove(&id);
+                s.idle_since = now;
+            }
+        }
+    }
+
+    /// The events after `since` still in history. `epoch_matches` false, or
+    /// `since` ahead of the stream: nothing, incomplete.
+    pub fn replay(&self, id: StreamId, since: u64, epoch_matches: bool) -> Replay {
+        let none = |complete| Replay {
+            entries: Vec::new(),
+            complete,
+        };
+        let Some(s) = self.by_id.get(&id) else {
+            return none(false);
+        };
+        if !epoch_matches || since > s.seq {
+            return none(false);
+        }
+        if since == s.seq {
+            return none(true);
+        }
+        let entries: Vec<HistEntry> = s.ring.iter().filter(|e| e.seq > since).cloned().collect();
+        let complete = entries.first().is_some_and(|e| e.seq == since + 1);
+        Replay { entries, complete }
+    }
+
+    /// Forgets streams with no subscribers and no events for `ttl`.
+    pub fn sweep(&mut self, now: Instant, ttl: Duration) -> usize {
+        let expired: Vec<StreamId> = self
+            .by_id
+            .values()
+            .filter(|s| s.subscribers == 0 && now.duration_since(s.idle_since) >= ttl)
+            .map(|s| s.id)
+            .collect();
+        for id in &expired {
+            if let Some(s) = self.by_id.remove(id) {
+                self.by_key[s.channel.index()].remove(&s.location);
+                for e in &s.ring {
+                    self.bytes -= e.frame.len();
+                    self.entries -= 1;
+                }
+            }
+        }
+        expired.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn publish(s: &mut Streams, id: StreamId, size: usize, now: Instant) -> u64 {
+        let (seq, _) = s.next_seq(id, now).unwrap();
+        s.record(
+            id,
+            HistEntry {
+                seq,
+                event_type: Arc::from("E"),
+                frame: Bytes::from(vec![0u8; size]),
+            },
+        );
+        seq
+    }
+
+    #[test]
+    fn seq_counts_from_one_and_replay_is_exact() {
+        let now = Instant::now();
+        let mut s = Streams::new(1, 1000, 1 << 20);
+        let id = s.get_or_create(Channel::Dashboard, "loc-1", now);
+        assert_eq!(s.get_or_create(Channel::Dashboard, "loc-1", now), id);
+        for want in 1..=30 {
+            assert_eq!(publish(&mut s, id, 10, now), want);
+        }
+        let r = s.replay(id, 15, true);
+        assert!(r.complete);
+        assert_eq!(
+            r.entries.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            (16..=30).collect::<Vec<_>>()
+        );
+        assert_eq!(s.replay(id, 30, true), Replay { entries: vec![], complete: true });
+        assert!(!s.replay(id, 31, true).complete);
+        assert!(s.replay(id, 31, true).entries.is_empty());
+        assert!(!s.replay(id, 15, false).complete);
+        assert!(s.replay(id, 15, false).entries.is_empty());
+    }
+
+    #[test]
+    fn a_short_history_replays_what_it_has_and_says_incomplete() {
+        let now = Instant::now();
+        let mut s = Streams::new(1, 10, 1 << 20);
+        let id = s.get_or_create(Channel::Dashboard, "loc-1", now);
+        for _ in 0..50 {
+            publish(&mut s, id, 10, now);
+        }
+        let r = s.replay(id, 5, true);
+        assert!(!r.complete);
+        assert_eq!(r.entries.first().map(|e| e.seq), Some(41));
+        assert_eq!(r.entries.len(), 10);
+        assert_eq!(s.history_bytes(), 100);
+    }
+
+    #[test]
+    fn byte_cap_evicts_oldest_across_streams() {
+        let now = Instant::now();
+        let mut s = Streams::new(1, 1000, 1000);
+        let a = s.get_or_create(Channel::Dashboard, "a", now);
+        let b = s.get_or_create(Channel::Dashboard, "b", now);
+        for _ in 0..10 {
+            publish(&mut s, a, 100, now);
+        }
+        for _ in 0..5 {
+            publish(&mut s, b, 100, now);
+        }
+        assert!(s.history_bytes() <= 1000);
+        // a's five oldest went first.
+        assert_eq!(s.replay(a, 0, true).entries.first().map(|e| e.seq), Some(6));
+        assert_eq!(s.replay(b, 0, true).entries.len(), 5);
+    }
+
+    #[test]
+    fn fifo_stays_bounded_under_per_stream_eviction() {
+        let now = Instant::now();
+        let mut s = Streams::new(1, 3, 1 << 30);
+        let id = s.get_or_create(Channel::Dashboard, "a", now);
+        for _ in 0..100_000 {
+            publish(&mut s, id, 1, now);
+        }
+        assert!(s.fifo.len() <= 2 * 3 + 1024 + 1);
+        assert_eq!(s.history_bytes(), 3);
+    }
+
+    #[test]
+    fn zero_history_keeps_nothing() {
+        let now = Instant::now();
+        let mut s = Streams::new(1, 0, 1 << 20);
+        let id = s.get_or_create(Channel::Dashboard, "a", now);
+        publish(&mut s, id, 10, now);
+        assert_eq!(s.history_bytes(), 0);
+        assert!(!s.replay(id, 0, true).complete);
+    }
+
+    #[test]
+    fn live_sets_and_ttl() {
+        let t0 = Instant::now();
+        let mut s = Streams::new(2, 10, 1 << 20);
+        let a = s.get_or_create(Channel::Dashboard, "a", t0);
+        let b = s.get_or_create(Channel::Dashboard, "b", t0);
+        s.subscribe(a, 1);
+        assert_eq!(s.live(Channel::Dashboard), vec![a]);
+        assert!(s.live(Channel::AiConcierge).is_empty());
+        publish(&mut s, b, 10, t0);
+        let later = t0 + Duration::from_secs(700);
+        assert_eq!(s.sweep(later, Duration::from_secs(600)), 1);
+        assert!(s.get(b).is_none());
+        assert!(s.get(a).is_some());
+        assert_eq!(s.history_bytes(), 0);
+        s.unsubscribe(a, 1, later);
+        assert!(s.live(Channel::Dashboard).is_empty());
+        // Unbalanced unsubscribes are ignored rather than underflowing.
+        s.unsubscribe(a, 1, later);
+        assert_eq!(s.get(a).map(|x| x.subscribers), Some(0));
+        // A forgotten stream comes back fresh under a new id.
+        let b2 = s.get_or_create(Channel::Dashboard, "b", later);
+        assert_ne!(b2, b);
+    }
+
+    #[test]
+    fn ten_thousand_streams_stay_within_the_byte_cap() {
+        let now = Instant::now();
+        let mut s = Streams::new(1, 1000, 64 * 1024);
+        for i in 0..10_000 {
+            let id = s.get_or_create(Channel::Dashboard, &format!("loc-{i}"), now);
+            for _ in 0..5 {
+                publish(&mut s, id, 100, now);
+            }
+        }
+        assert!(s.history_bytes() <= 64 * 1024);
+        assert!(s.fifo.len() <= 2 * s.entries + 1024);
+    }
+}

@@ -1,0 +1,42 @@
+//! # bistream
+//!
+//! A real-time BI event server: clients hold WebSocket connections, back-end
+//! services `POST /api/events`, and each event is fanned out to every client
+//! of its stream. No async runtime: a few `mio` loops and one publisher thread.
+//!
+//! # Layout (the path of one event, top to bottom)
+//!
+//! ```text
+//!  accept ──► http::head ──► http::router ──► http::upgrade ─┐      POST /api/events
+//!  (server::event_loop)       (sans-io)        (+ auth)       │      http::publish
+//!                                                             ▼          │
+//!                         hub::publisher (one thread: seq, history) ◄────┘
+//!                                │ encodes each event once (hub::event)
+//!                                ▼ crossbeam channel + mio::Waker, per loop
+//!  server::event_loop ── hub::subscriptions ──► ws::outbound (shared Bytes)
+//!                                                   │ one writev per socket
+//!                                                   ▼
+//!                                         socket ── server::close
+//! ```
+//!
+//! - [`config`]: flags and environment → validated [`config::Config`].
+//! - [`channel`]: the six channels and the id syntax.
+//! - [`http`]: request heads, routes, upgrade checks, publish bodies, responses.
+//! - [`ws`]: client frame reader, server frames, messages, the outbound queue.
+//! - [`hub`]: the publisher thread, streams and history, subscriptions.
+//! - [`server`]: start-up, the event loops, connection phases, closing, drain.
+//! - [`auth`]: HS256 token checks (pure).
+//! - [`metrics`]: metric names and the Prometheus registry.
+//! - [`demo`]: the `--demo` event source.
+#![forbid(unsafe_code)]
+
+pub mod auth;
+pub mod channel;
+pub mod clock;
+pub mod config;
+pub mod demo;
+pub mod http;
+pub mod hub;
+pub mod metrics;
+pub mod server;
+pub mod ws;

@@ -1,0 +1,204 @@
+//! Metric names (part of the contract, §7) and the process-wide registry.
+//!
+//! Hot-path counters are kept per event loop ([`LoopMetrics`]) and folded into
+//! the shared atomics once per loop iteration, so a delivery costs no atomic
+//! operation on a contended cache line.
+
+use prometheus::local::LocalHistogram;
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+use crate::channel::Channel;
+
+pub const CONNECTIONS: &str = "bistream_connections";
+pub const CONNECTIONS_TOTAL: &str = "bistream_connections_total";
+pub const HANDSHAKE_FAILURES_TOTAL: &str = "bistream_handshake_failures_total";
+pub const EVENTS_PUBLISHED_TOTAL: &str = "bistream_events_published_total";
+pub const MESSAGES_DELIVERED_TOTAL: &str = "bistream_messages_delivered_total";
+pub const SLOW_CONSUMER_DISCONNECTS_TOTAL: &str = "bistream_slow_consumer_disconnects_total";
+pub const DELIVERY_LATENCY_SECONDS: &str = "bistream_delivery_latency_seconds";
+pub const RECOVERIES_TOTAL: &str = "bistream_recoveries_total";
+pub const HISTORY_BYTES: &str = "bistream_history_bytes";
+pub const HISTORY_STREAMS: &str = "bistream_history_streams";
+pub const DISCONNECTS_TOTAL: &str = "bistream_disconnects_total";
+pub const PUBLISH_REQUESTS_TOTAL: &str = "bistream_publish_requests_total";
+
+/// 100 µs to 10 s, as the contract asks.
+pub const LATENCY_BUCKETS: [f64; 16] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
+];
+
+/// Label value of `bistream_connections` for `/ws/echo`.
+pub const ECHO_LABEL: &str = "echo";
+
+pub struct Metrics {
+    registry: Registry,
+    pub connections: IntGaugeVec,
+    pub connections_total: IntCounter,
+    pub handshake_failures: IntCounterVec,
+    pub events_published: IntCounter,
+    pub messages_delivered: IntCounter,
+    pub slow_consumer_disconnects: IntCounter,
+    pub delivery_latency: Histogram,
+    pub recoveries: IntCounterVec,
+    pub history_bytes: IntGauge,
+    pub history_streams: IntGauge,
+    pub disconnects: IntCounterVec,
+    pub publish_requests: IntCounterVec,
+}
+
+fn must<T>(r: prometheus::Result<T>) -> T {
+    // Names and label sets are compile-time constants: a failure is a programming error.
+    r.expect("metric definition is valid")
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        let connections = must(IntGaugeVec::new(
+            Opts::new(CONNECTIONS, "Open WebSocket connections"),
+            &["channel"],
+        ));
+        let connections_total = must(IntCounter::new(
+            CONNECTIONS_TOTAL,
+            "WebSocket connections established since start",
+        ));
+        let handshake_failures = must(IntCounterVec::new(
+            Opts::new(
+                HANDSHAKE_FAILURES_TOTAL,
+                "Upgrade requests refused, by HTTP status (0: closed without a response)",
+            ),
+            &["status"],
+        ));
+        let events_published = must(IntCounter::new(
+            EVENTS_PUBLISHED_TOTAL,
+            "Stream events published (after `*` and lists are expanded)",
+        ));
+        let messages_delivered = must(IntCounter::new(
+            MESSAGES_DELIVERED_TOTAL,
+            "Event messages written to client sockets",
+        ));
+        let slow_consumer_disconnects = must(IntCounter::new(
+            SLOW_CONSUMER_DISCONNECTS_TOTAL,
+            "Connections closed with 1013 because their outbound queue passed --max-queue-bytes",
+        ));
+        let delivery_latency = must(Histogram::with_opts(
+            HistogramOpts::new(
+                DELIVERY_LATENCY_SECONDS,
+                "Time from acceptance by the publisher to the last byte written to the socket",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+        ));
+        let recoveries = must(IntCounterVec::new(
+            Opts::new(RECOVERIES_TOTAL, "Reconnects with `since`, by outcome"),
+            &["complete"],
+        ));
+        let history_bytes = must(IntGauge::new(
+            HISTORY_BYTES,
+            "Bytes of encoded frames held in stream history",
+        ));
+        let history_streams = must(IntGauge::new(
+            HISTORY_STREAMS,
+            "Streams the publisher currently tracks",
+        ));
+        let disconnects = must(IntCounterVec::new(
+            Opts::new(
+                DISCONNECTS_TOTAL,
+                "WebSocket connections closed, by close code (0: transport closed without one)",
+            ),
+            &["code"],
+        ));
+        let publish_requests = must(IntCounterVec::new(
+            Opts::new(PUBLISH_REQUESTS_TOTAL, "POST /api/events requests, by HTTP status"),
+            &["status"],
+        ));
+        for c in [
+            Box::new(connections.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(connections_total.clone()),
+            Box::new(handshake_failures.clone()),
+            Box::new(events_published.clone()),
+            Box::new(messages_delivered.clone()),
+            Box::new(slow_consumer_disconnects.clone()),
+            Box::new(delivery_latency.clone()),
+            Box::new(recoveries.clone()),
+            Box::new(history_bytes.clone()),
+            Box::new(history_streams.clone()),
+            Box::new(disconnects.clone()),
+            Box::new(publish_requests.clone()),
+        ] {
+            must(registry.register(c));
+        }
+        // Show every channel from the first scrape, so dashboards see zeros, not gaps.
+        for ch in Channel::ALL {
+            connections.with_label_values(&[ch.id()]).set(0);
+        }
+        for complete in ["true", "false"] {
+            recoveries.with_label_values(&[complete]).inc_by(0);
+        }
+        Metrics {
+            registry,
+            connections,
+            connections_total,
+            handshake_failures,
+            events_published,
+            messages_delivered,
+            slow_consumer_disconnects,
+            delivery_latency,
+            recoveries,
+            history_bytes,
+            history_streams,
+            disconnects,
+            publish_requests,
+        }
+    }
+
+    /// Prometheus text exposition format.
+    pub fn render(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(8192);
+        if TextEncoder::new()
+            .encode(&self.registry.gather(), &mut out)
+            .is_err()
+        {
+            out.clear();
+        }
+        out
+    }
+
+    pub fn handshake_failure(&self, status: u16) {
+        self.handshake_failures
+            .with_label_values(&[&status.to_string()])
+            .inc();
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+/// Per-loop accumulators for the hot path.
+pub struct LoopMetrics {
+    pub delivered: u64,
+    pub latency: LocalHistogram,
+}
+
+impl LoopMetrics {
+    pub fn new(m: &Metrics) -> LoopMetrics {
+        LoopMetrics {
+            delivered: 0,
+            latency: m.delivery_latency.local(),
+        }
+    }
+
+    pub fn flush(&mut self, m: &Metrics) {
+        if self.delivered > 0 {
+            m.messages_delivered.inc_by(self.delivered);
+            self.delivered = 0;
+            self.latency.flush();
+        }
+    }
+}

@@ -1,0 +1,140 @@
+//! One connection's state. A connection moves only forward:
+//!
+//! ```text
+//!            head ok, API request: answer, stay (keep-alive)
+//!          ┌────┐
+//!          ▼    │
+//! accept → Http ─┴─ upgrade ok ─→ Subscribing ─ publisher's ack ─→ Open ─┐
+//!          │  (echo: straight to Open)   │                          │   │
+//!          └─ refusal / timeout ─────────┴──────────────────────────┴───┴─→ Closing → removed
+//! ```
+//!
+//! `Closing` flushes what is queued (a refusal, a close frame), half-closes the
+//! socket and waits for the peer's EOF or the linger deadline, whichever is first.
+
+use std::time::Instant;
+
+use crate::channel::Channel;
+use crate::http::head::RequestHead;
+use crate::http::upgrade::Upgrade;
+use crate::hub::event::StreamId;
+use crate::server::socket::{Peer, Socket};
+use crate::ws::outbound::Outbound;
+use crate::ws::reader::MessageReader;
+
+pub struct Connection {
+    pub socket: Socket,
+    /// Distinguishes this tenant of the slab slot from earlier ones.
+    pub gen: u32,
+    pub peer: Peer,
+    pub state: State,
+    /// Bytes read but not yet consumed. Empty (unallocated) while idle.
+    pub inbuf: Vec<u8>,
+    pub out: Outbound,
+    /// The deadline currently armed in the loop's timer heap.
+    pub timer_at: Option<Instant>,
+    /// Queued in the loop's list of connections to flush this iteration.
+    pub dirty: bool,
+    /// Accepted beyond `--max-connections`: an upgrade gets 503.
+    pub over_limit: bool,
+    /// Set when the connection must be removed after the current handler.
+    pub dead: bool,
+}
+
+pub enum State {
+    Http(HttpState),
+    Subscribing(Box<Subscribing>),
+    Open(Box<WsState>),
+    Closing(Closing),
+}
+
+pub struct HttpState {
+    /// Request-head deadline: from accept for the first request (not reset by
+    /// each byte), from the last response for a keep-alive connection.
+    pub deadline: Instant,
+    /// Bytes of `inbuf` already searched for the end of the head.
+    pub scanned: usize,
+    pub body: Option<BodyWait>,
+}
+
+/// A `POST /api/events` whose head is in and whose body is still arriving.
+pub struct BodyWait {
+    pub head: Box<RequestHead>,
+    pub head_len: usize,
+    pub body_len: usize,
+}
+
+/// Upgrade accepted; waiting for the publisher to register the subscription.
+pub struct Subscribing {
+    pub upgrade: Upgrade,
+    pub channel: Channel,
+    pub location: Box<str>,
+    pub deadline: Instant,
+}
+
+pub struct WsState {
+    /// The `connection_id` of `BI_CONNECTION_ESTABLISHED`.
+    pub id: u64,
+    pub kind: WsKind,
+    pub reader: MessageReader,
+    pub last_seen: Instant,
+    pub next_ping: Instant,
+    /// `exp` + leeway of the token, when auth is on.
+    pub token_deadline: Option<Instant>,
+    pub bad_window_start: Instant,
+    pub bad_in_window: u32,
+}
+
+pub enum WsKind {
+    Stream {
+        channel: Channel,
+        stream: StreamId,
+        /// Position in the loop's subscription list of `stream`.
+        pos: u32,
+        /// `None` = every event type.
+        filter: Option<Vec<Box<str>>>,
+    },
+    Echo,
+}
+
+impl WsKind {
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            WsKind::Stream { channel, .. } => channel.id(),
+            WsKind::Echo => crate::metrics::ECHO_LABEL,
+        }
+    }
+}
+
+pub struct Closing {
+    pub until: Instant,
+    /// Our side is half-closed (everything queued went out).
+    pub fin_sent: bool,
+}
+
+impl Connection {
+    /// The one deadline this connection waits for now.
+    pub fn deadline(&self) -> Instant {
+        match &self.state {
+            State::Http(h) => h.deadline,
+            State::Subscribing(s) => s.deadline,
+            State::Open(ws) => match ws.token_deadline {
+                Some(t) if t < ws.next_ping => t,
+                _ => ws.next_ping,
+            },
+            State::Closing(c) => c.until,
+        }
+    }
+
+    pub fn is_closing(&self) -> bool {
+        matches!(self.state, State::Closing(_)) || self.dead
+    }
+}
+
+/// Does the filter let this event type through?
+pub fn passes(filter: &Option<Vec<Box<str>>>, event_type: &str) -> bool {
+    match filter {
+        None => true,
+        Some(types) => types.iter().any(|t| &**t == event_type),
+    }
+}

@@ -1,0 +1,171 @@
+//! The JSON messages of §2 that are not fan-out events: built per connection
+//! (they are answers to one client), parsed from the client's text frames.
+
+use serde_json::{json, Value};
+
+use crate::channel::{valid_event_type, Channel};
+
+pub struct Established<'a> {
+    pub connection_id: &'a str,
+    pub channel: Channel,
+    pub location_id: &'a str,
+    pub epoch: &'a str,
+    pub last_seq: u64,
+    pub server_time: u64,
+    pub heartbeat_interval_ms: u64,
+}
+
+pub fn established(e: &Established<'_>) -> Vec<u8> {
+    to_vec(&json!({
+        "type": "BI_CONNECTION_ESTABLISHED",
+        "connection_id": e.connection_id,
+        "channel": e.channel.id(),
+        "location_id": e.location_id,
+        "epoch": e.epoch,
+        "last_seq": e.last_seq,
+        "server_time": e.server_time,
+        "heartbeat_interval_ms": e.heartbeat_interval_ms,
+    }))
+}
+
+pub fn pong(server_time: u64, id: Option<&Value>) -> Vec<u8> {
+    let mut v = json!({"type": "pong", "server_time": server_time});
+    if let Some(id) = id {
+        v["id"] = id.clone();
+    }
+    to_vec(&v)
+}
+
+pub fn error(code: &str, message: &str) -> Vec<u8> {
+    to_vec(&json!({"type": "error", "code": code, "message": message}))
+}
+
+pub fn subscribed(event_types: &[Box<str>]) -> Vec<u8> {
+    to_vec(&json!({"type": "subscribed", "event_types": event_types}))
+}
+
+pub fn recovered(complete: bool, from_seq: Option<u64>, to_seq: Option<u64>) -> Vec<u8> {
+    to_vec(&json!({
+        "type": "recovered",
+        "complete": complete,
+        "from_seq": from_seq,
+        "to_seq": to_seq,
+    }))
+}
+
+fn to_vec(v: &Value) -> Vec<u8> {
+    serde_json::to_vec(v).unwrap_or_default()
+}
+
+/// A message the client may send.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClientMessage {
+    Ping { id: Option<Value> },
+    /// Replaces the filter; empty = all event types.
+    Subscribe { event_types: Vec<Box<str>> },
+}
+
+/// Why a client message was refused: the `message` of the `error` reply.
+pub type Invalid = &'static str;
+
+pub fn parse_client(text: &str) -> Result<ClientMessage, Invalid> {
+    let v: Value = serde_json::from_str(text).map_err(|_| "not valid JSON")?;
+    let Value::Object(mut obj) = v else {
+        return Err("a message must be a JSON object");
+    };
+    match obj.get("type").and_then(Value::as_str) {
+        Some("ping") => Ok(ClientMessage::Ping {
+            id: obj.remove("id"),
+        }),
+        Some("subscribe") => {
+            let Some(Value::Array(items)) = obj.get("event_types") else {
+                return Err("`subscribe` needs `event_types`, a list of event types");
+            };
+            let mut event_types = Vec::with_capacity(items.len());
+            for it in items {
+                match it.as_str() {
+                    Some(s) if valid_event_type(s) => {
+                        let s: Box<str> = s.into();
+                        if !event_types.contains(&s) {
+                            event_types.push(s);
+                        }
+                    }
+                    _ => return Err("each event type must match [A-Za-z0-9_.:-]{1,64}"),
+                }
+            }
+            Ok(ClientMessage::Subscribe { event_types })
+        }
+        Some(_) => Err("unknown message type (expected `ping` or `subscribe`)"),
+        None => Err("a message needs a string `type`"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_client_messages() {
+        assert_eq!(
+            parse_client(r#"{"type":"ping","id":"abc"}"#),
+            Ok(ClientMessage::Ping {
+                id: Some(json!("abc"))
+            })
+        );
+        assert_eq!(
+            parse_client(r#"{"type":"ping"}"#),
+            Ok(ClientMessage::Ping { id: None })
+        );
+        assert_eq!(
+            parse_client(r#"{"type":"subscribe","event_types":["A","B","A"]}"#),
+            Ok(ClientMessage::Subscribe {
+                event_types: vec!["A".into(), "B".into()]
+            })
+        );
+        assert_eq!(
+            parse_client(r#"{"type":"subscribe","event_types":[]}"#),
+            Ok(ClientMessage::Subscribe {
+                event_types: vec![]
+            })
+        );
+        for bad in [
+            "nope",
+            "[]",
+            r#"{"type":"shout"}"#,
+            r#"{"kind":"ping"}"#,
+            r#"{"type":7}"#,
+            r#"{"type":"subscribe"}"#,
+            r#"{"type":"subscribe","event_types":"A"}"#,
+            r#"{"type":"subscribe","event_types":[1]}"#,
+        ] {
+            assert!(parse_client(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn builds_server_messages() {
+        let v: Value = serde_json::from_slice(&pong(5, Some(&json!("abc")))).unwrap();
+        assert_eq!(v, json!({"type":"pong","server_time":5,"id":"abc"}));
+        let v: Value = serde_json::from_slice(&pong(5, None)).unwrap();
+        assert_eq!(v, json!({"type":"pong","server_time":5}));
+        let v: Value = serde_json::from_slice(&recovered(false, None, None)).unwrap();
+        assert_eq!(
+            v,
+            json!({"type":"recovered","complete":false,"from_seq":null,"to_seq":null})
+        );
+        let v: Value = serde_json::from_slice(&established(&Established {
+            connection_id: "c-1",
+            channel: Channel::AnalyticsAdvanced,
+            location_id: "loc-1",
+            epoch: "e",
+            last_seq: 41,
+            server_time: 9,
+            heartbeat_interval_ms: 25000,
+        }))
+        .unwrap();
+        assert_eq!(v["type"], "BI_CONNECTION_ESTABLISHED");
+        assert_eq!(v["channel"], "analytics-advanced");
+        assert_eq!(v["last_seq"], 41);
+        assert_eq!(v["heartbeat_interval_ms"], 25000);
+    }
+}
