@@ -201,14 +201,19 @@ pub fn http_raw(addr: SocketAddr, req: &[u8]) -> (u16, String, String) {
 
 /// Reads one HTTP response (Content-Length framed) from `s`.
 pub fn read_response(s: &mut TcpStream) -> (u16, String, String) {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
+    let mut leftover = Vec::new();
+    read_response_buffered(s, &mut leftover)
+}
+
+/// Like [`read_response`], keeping bytes of later (pipelined) responses in `buf`.
+pub fn read_response_buffered(s: &mut TcpStream, buf: &mut Vec<u8>) -> (u16, String, String) {
+    let mut chunk = [0u8; 16384];
     let head_end = loop {
-        if let Some(i) = find(&buf, b"\r\n\r\n") {
+        if let Some(i) = find(buf, b"\r\n\r\n") {
             break i + 4;
         }
         let n = s.read(&mut chunk).expect("read response");
-        assert!(n > 0, "connection closed before a response: {:?}", String::from_utf8_lossy(&buf));
+        assert!(n > 0, "connection closed before a response: {:?}", String::from_utf8_lossy(buf));
         buf.extend_from_slice(&chunk[..n]);
     };
     let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
@@ -230,6 +235,7 @@ pub fn read_response(s: &mut TcpStream) -> (u16, String, String) {
         buf.extend_from_slice(&chunk[..n]);
     }
     let body = String::from_utf8_lossy(&buf[head_end..head_end + len]).to_string();
+    buf.drain(..head_end + len);
     (status, head, body)
 }
 
@@ -264,4 +270,374 @@ pub fn metric(text: &str, name: &str) -> f64 {
 /// An event body for `POST /api/events`.
 pub fn event(channel: &str, location: &str, event_type: &str, data: Value) -> Value {
     serde_json::json!({"channel": channel, "location_id": location, "event_type": event_type, "data": data})
+}
+
+/// A publisher on one keep-alive HTTP connection, as a back-end service would
+/// hold it (`Server::publish` opens a fresh connection per request).
+pub struct KeepAlivePublisher {
+    stream: TcpStream,
+}
+
+impl KeepAlivePublisher {
+    pub fn connect(addr: SocketAddr) -> KeepAlivePublisher {
+        let stream = TcpStream::connect(addr).expect("connect");
+        stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+        stream.set_nodelay(true).expect("nodelay");
+        KeepAlivePublisher { stream }
+    }
+
+    /// One `POST /api/events` on the held connection: (status, body).
+    pub fn post(&mut self, body: &str) -> (u16, Value) {
+        let req = format!(
+            "POST /api/events HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        self.stream.write_all(req.as_bytes()).expect("write");
+        let (status, _, body) = read_response(&mut self.stream);
+        (status, serde_json::from_str(&body).unwrap_or(Value::Null))
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Lifecycle and limits helpers (tests/lifecycle.rs, tests/limits.rs).
+// ---------------------------------------------------------------------------
+
+/// A server frame read off a raw socket, parsed strictly: a torn or corrupt
+/// frame shows up as a bad opcode, a set mask bit or reserved bits.
+#[derive(Debug, Clone)]
+pub struct RawFrame {
+    pub fin: bool,
+    pub opcode: u8,
+    pub payload: Vec<u8>,
+}
+
+impl RawFrame {
+    /// `(code, reason)` of a close frame.
+    pub fn close(&self) -> Option<(u16, String)> {
+        (self.opcode == 8 && self.payload.len() >= 2).then(|| {
+            let code = u16::from_be_bytes([self.payload[0], self.payload[1]]);
+            (code, String::from_utf8_lossy(&self.payload[2..]).to_string())
+        })
+    }
+
+    pub fn json(&self) -> Value {
+        assert_eq!(self.opcode, 1, "expected a text frame, got {self:?}");
+        serde_json::from_slice(&self.payload).expect("JSON text frame")
+    }
+}
+
+/// An upgraded connection driven by hand: the test writes raw client bytes and
+/// reads the server's frames one by one (no automatic pongs, no buffering
+/// beyond what it asks for).
+pub struct RawWs {
+    pub s: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl RawWs {
+    /// Upgrades `path` on a fresh connection; panics unless the answer is 101.
+    pub fn open(addr: SocketAddr, path: &str) -> RawWs {
+        RawWs::upgrade(TcpStream::connect(addr).expect("connect"), path)
+    }
+
+    /// Upgrades on an existing stream (one with small socket buffers, say).
+    pub fn upgrade(mut s: TcpStream, path: &str) -> RawWs {
+        s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+        s.write_all(upgrade_request(path, "").as_bytes()).expect("write upgrade");
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        let end = loop {
+            if let Some(i) = find(&buf, b"\r\n\r\n") {
+                break i + 4;
+            }
+            let n = s.read(&mut chunk).expect("read 101");
+            assert!(n > 0, "closed before the 101: {:?}", String::from_utf8_lossy(&buf));
+            buf.extend_from_slice(&chunk[..n]);
+        };
+        let head = String::from_utf8_lossy(&buf[..end]).to_string();
+        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+        buf.drain(..end);
+        RawWs { s, buf }
+    }
+
+    /// Upgrades a stream path and reads `BI_CONNECTION_ESTABLISHED`.
+    pub fn subscribe(addr: SocketAddr, path: &str) -> RawWs {
+        let mut ws = RawWs::open(addr, path);
+        let hello = ws.frame().expect("read hello").expect("hello frame").json();
+        assert_eq!(hello["type"], "BI_CONNECTION_ESTABLISHED", "{hello}");
+        ws
+    }
+
+    pub fn send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.s.write_all(bytes)
+    }
+
+    pub fn set_timeout(&mut self, t: Duration) {
+        self.s.set_read_timeout(Some(t)).expect("timeout");
+    }
+
+    fn fill(&mut self, want: usize) -> std::io::Result<bool> {
+        let mut chunk = [0u8; 65536];
+        while self.buf.len() < want {
+            let n = self.s.read(&mut chunk)?;
+            if n == 0 {
+                return Ok(false);
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+        Ok(true)
+    }
+
+    /// The next server frame; `Ok(None)` at EOF. Panics on a frame no server
+    /// may send (masked, reserved bits or opcode), which is what a torn frame
+    /// looks like.
+    pub fn frame(&mut self) -> std::io::Result<Option<RawFrame>> {
+        if !self.fill(2)? {
+            assert!(self.buf.is_empty(), "EOF inside a frame header: {:?}", self.buf);
+            return Ok(None);
+        }
+        let (b0, b1) = (self.buf[0], self.buf[1]);
+        assert_eq!(b0 & 0x70, 0, "reserved bits in a server frame: {b0:#x}");
+        assert_eq!(b1 & 0x80, 0, "masked server frame");
+        let opcode = b0 & 0x0f;
+        assert!(matches!(opcode, 0 | 1 | 2 | 8 | 9 | 10), "bad opcode {opcode}");
+        let (hlen, len) = match b1 & 0x7f {
+            126 => {
+                if !self.fill(4)? {
+                    panic!("EOF inside a frame header");
+                }
+                (4, u16::from_be_bytes([self.buf[2], self.buf[3]]) as usize)
+            }
+            127 => {
+                if !self.fill(10)? {
+                    panic!("EOF inside a frame header");
+                }
+                let mut l = [0u8; 8];
+                l.copy_from_slice(&self.buf[2..10]);
+                (10, u64::from_be_bytes(l) as usize)
+            }
+            n => (2, n as usize),
+        };
+        assert!(len < 64 << 20, "absurd server frame length {len}");
+        if !self.fill(hlen + len)? {
+            panic!("EOF inside a frame (a torn frame): {} of {} bytes", self.buf.len(), hlen + len);
+        }
+        let payload = self.buf[hlen..hlen + len].to_vec();
+        self.buf.drain(..hlen + len);
+        Ok(Some(RawFrame {
+            fin: b0 & 0x80 != 0,
+            opcode,
+            payload,
+        }))
+    }
+
+    /// The next text frame as JSON, skipping pings and pongs.
+    pub fn json(&mut self) -> Value {
+        loop {
+            let f = self.frame().expect("read").expect("a frame, not EOF");
+            match f.opcode {
+                9 | 10 => continue,
+                _ => return f.json(),
+            }
+        }
+    }
+
+    /// Reads until the server's close frame: `(code, reason)`, or `None` when
+    /// the transport ended (or errored) without one.
+    pub fn expect_close(&mut self) -> Option<(u16, String)> {
+        loop {
+            match self.frame() {
+                Ok(Some(f)) if f.opcode == 8 => return f.close(),
+                Ok(Some(_)) => continue,
+                Ok(None) | Err(_) => return None,
+            }
+        }
+    }
+
+    /// After the close frame: true when the server closes TCP (EOF or reset)
+    /// within `t`.
+    pub fn closed_within(&mut self, t: Duration) -> bool {
+        let _ = self.s.set_read_timeout(Some(t));
+        let mut chunk = [0u8; 4096];
+        let until = Instant::now() + t;
+        while Instant::now() < until {
+            match self.s.read(&mut chunk) {
+                Ok(0) => return true,
+                Ok(_) => continue,
+                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                    return false
+                }
+                Err(_) => return true,
+            }
+        }
+        false
+    }
+}
+
+/// A masked client frame with a length field of the test's choosing and no
+/// payload (for lengths no test wants to send).
+pub fn client_header(first_byte: u8, declared_len: u64) -> Vec<u8> {
+    let mut out = vec![first_byte, 0x80 | 127];
+    out.extend_from_slice(&declared_len.to_be_bytes());
+    out.extend_from_slice(&[0x12, 0x34, 0x56, 0x78]);
+    out
+}
+
+static HEALTHY_N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// A well-behaved subscriber on a stream of its own: whatever a test does to
+/// other connections, `check` must still see its next event arrive.
+pub struct Healthy {
+    pub ws: Ws,
+    pub location: String,
+    pub seen: u64,
+}
+
+impl Healthy {
+    pub fn new(s: &Server) -> Healthy {
+        let n = HEALTHY_N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let location = format!("healthy-{n}");
+        let (ws, _) = s.subscribe(&format!("/ws/dashboard/{location}"));
+        Healthy { ws, location, seen: 0 }
+    }
+
+    /// Publishes one event to this client's stream and asserts it arrives.
+    pub fn check(&mut self, s: &Server) {
+        let (st, body) = s.publish(&event("dashboard", &self.location, "HEALTH", Value::Null).to_string());
+        assert_eq!(st, 202, "publish while checking health: {body}");
+        loop {
+            let m = recv_json(&mut self.ws);
+            if m["type"] == "event" {
+                self.seen += 1;
+                assert_eq!(m["seq"], self.seen, "healthy client saw {m}");
+                return;
+            }
+        }
+    }
+}
+
+/// A fresh connection upgrades, gets its hello and one event: the server serves.
+pub fn assert_serving(s: &Server) {
+    let mut h = Healthy::new(s);
+    h.check(s);
+}
+
+impl Server {
+    /// Open file descriptors of the server process (sockets included).
+    pub fn fd_count(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    }
+
+    /// CPU time (user + system) of the server so far, in clock ticks.
+    pub fn cpu_ticks(&self) -> u64 {
+        let s = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();
+        // Fields after the `(comm)`; utime and stime are fields 14 and 15 of the line.
+        let rest = s.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let n = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        n(11) + n(12)
+    }
+
+    /// A counter or gauge from `/metrics` (0 when absent).
+    pub fn metric(&self, name: &str) -> f64 {
+        metric(&self.metrics(), name)
+    }
+
+    /// Log lines that arrived so far (consumed from `log`).
+    pub fn take_log(&self) -> Vec<String> {
+        self.log.try_iter().collect()
+    }
+}
+
+/// Polls `cond` every 20 ms until it holds or `t` passes.
+pub fn wait_until(t: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let until = Instant::now() + t;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= until {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `n` events of about `size` bytes of data each, for one stream, as one body.
+pub fn event_batch(channel: &str, location: &str, n: usize, size: usize) -> String {
+    let pad = "x".repeat(size);
+    let evs: Vec<Value> = (0..n)
+        .map(|_| event(channel, location, "BULK", serde_json::json!({ "pad": pad })))
+        .collect();
+    Value::Array(evs).to_string()
+}
+
+/// A TCP connection whose receive buffer is set small before the handshake,
+/// so that a client that reads slowly fills up quickly.
+pub fn tcp_small_rcvbuf(addr: SocketAddr, bytes: usize) -> TcpStream {
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    s.set_recv_buffer_size(bytes).expect("SO_RCVBUF");
+    s.connect(&addr.into()).expect("connect");
+    s.into()
+}
+
+/// A small deterministic generator for the tests' random bytes.
+pub struct XorShift(pub u64);
+
+impl XorShift {
+    pub fn next_u64(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        x
+    }
+
+    pub fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.next_u64() as u8).collect()
+    }
+}
+
+impl Server {
+    /// Like [`Server::start`], with the binary run under `wrapper` (which
+    /// must exec it, so the pid stays the server's), e.g. `prlimit --nofile=40:40`.
+    pub fn start_via(wrapper: &[&str], args: &[&str]) -> Server {
+        let mut cmd = Command::new(wrapper[0]);
+        cmd.args(&wrapper[1..]).arg(env!("CARGO_BIN_EXE_bistream"));
+        if !args.iter().any(|a| *a == "--listen") {
+            cmd.args(["--listen", "127.0.0.1:0"]);
+        }
+        cmd.args(args)
+            .env_remove("JWT_SECRET_KEY")
+            .env_remove("JWT_SECRET_KEY_PREVIOUS")
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn bistream");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let line = rx
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .expect("bistream printed its banner");
+            if let Some(rest) = line.split("listening on ").nth(1) {
+                if let Ok(addr) = rest.trim().parse::<SocketAddr>() {
+                    return Server { child, addr, log: rx };
+                }
+            }
+        }
+    }
 }
