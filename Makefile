@@ -17,6 +17,7 @@ run: build
 ## The whole suite: unit + integration tests, conformance, fuzzing, load-harness smoke.
 test:
 	$(CARGO) test --workspace
+	python3 tests/python/readme_client.py
 	$(MAKE) autobahn
 	$(MAKE) fuzz
 	$(MAKE) loadtest-smoke
