@@ -1,6 +1,7 @@
 //! HTTP on the shared listener: sans-io head parsing, routing, the upgrade
 //! checks, the publish body, and canned responses.
 
+pub mod client_addr;
 pub mod head;
 pub mod publish;
 pub mod response;
