@@ -2,11 +2,12 @@
 //! request-head parsing, encoding one event, fanning one event out to 10,000
 //! queued connections (no sockets), and draining a loop's inbox.
 
+use std::hint::black_box;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use serde_json::value::RawValue;
 
 use bistream::channel::Channel;
