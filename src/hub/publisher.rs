@@ -61,6 +61,8 @@ pub enum ToLoop {
 pub struct SubscribeAck {
     pub conn: ConnRef,
     pub stream: StreamId,
+    /// The epoch of this stream's history, for `BI_CONNECTION_ESTABLISHED`.
+    pub epoch: String,
     pub last_seq: u64,
     /// `Some` when the client sent `since`.
     pub recovery: Option<Recovery>,
@@ -123,7 +125,8 @@ impl Publisher {
     }
 
     pub fn run(mut self, rx: Receiver<ToPublisher>) {
-        let sweep_every = (self.cfg.history_ttl / 10).clamp(Duration::from_secs(1), Duration::from_secs(30));
+        let sweep_every =
+            (self.cfg.history_ttl / 10).clamp(Duration::from_secs(1), Duration::from_secs(30));
         let mut next_sweep = Instant::now() + sweep_every;
         loop {
             let wait = next_sweep.saturating_duration_since(Instant::now());
@@ -231,8 +234,9 @@ impl Publisher {
         let id = self.streams.get_or_create(req.channel, &req.location, now);
         self.streams.subscribe(id, req.loop_id);
         let last_seq = self.streams.get(id).map_or(0, |s| s.seq);
+        let epoch = stream_epoch(&self.cfg.epoch, id);
         let recovery = req.since.map(|since| {
-            let epoch_matches = req.epoch.as_deref().is_none_or(|e| e == self.cfg.epoch);
+            let epoch_matches = req.epoch.as_deref().is_none_or(|e| e == epoch);
             let r = self.streams.replay(id, since, epoch_matches);
             self.metrics
                 .recoveries
@@ -249,6 +253,7 @@ impl Publisher {
         let ack = ToLoop::Subscribed(Box::new(SubscribeAck {
             conn: req.conn,
             stream: id,
+            epoch,
             last_seq,
             recovery,
         }));
@@ -277,6 +282,14 @@ impl Publisher {
             .set(self.streams.history_bytes() as i64);
         self.metrics.history_streams.set(self.streams.len() as i64);
     }
+}
+
+/// The epoch a stream's clients are told: the process epoch and the stream's
+/// id. Ids are never reused, so a forgotten stream (TTL, or no subscribers and
+/// no history left) comes back with a new epoch, and a client's old `since`
+/// cannot be mistaken for a seq of the new numbering (which starts again at 1).
+pub fn stream_epoch(process_epoch: &str, id: StreamId) -> String {
+    format!("{process_epoch}-{id:x}")
 }
 
 /// A random epoch per process start: 12 base-36 characters from the OS-seeded

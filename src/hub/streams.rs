@@ -140,6 +140,11 @@ impl Streams {
     /// Keeps the frame of the event just numbered in the stream's history.
     pub fn record(&mut self, id: StreamId, entry: HistEntry) {
         if self.history_size == 0 {
+            // No history to keep, so an unwatched stream holds nothing worth
+            // its memory (see `forget`).
+            if self.by_id.get(&id).is_some_and(|s| s.subscribers == 0) {
+                self.forget(id);
+            }
             return;
         }
         let Some(s) = self.by_id.get_mut(&id) else {
@@ -164,13 +169,24 @@ impl Streams {
             let Some((id, seq, _)) = self.fifo.pop_front() else {
                 break;
             };
+            let mut unneeded = false;
             if let Some(s) = self.by_id.get_mut(&id) {
                 if s.ring.front().is_some_and(|e| e.seq == seq) {
                     if let Some(old) = s.ring.pop_front() {
                         self.bytes -= old.frame.len();
                         self.entries -= 1;
                     }
+                    // A ring emptied by the cap gives its slots back: otherwise
+                    // every stream that once held `history_size` entries keeps
+                    // that capacity (~56 KiB at 1000) outside the byte count.
+                    if s.ring.len() < s.ring.capacity() / 4 {
+                        s.ring.shrink_to(s.ring.len() * 2);
+                    }
+                    unneeded = s.ring.is_empty() && s.subscribers == 0;
                 }
+            }
+            if unneeded {
+                self.forget(id);
             }
         }
         // Keep the FIFO proportional to what it tracks.
@@ -239,15 +255,26 @@ impl Streams {
             .map(|s| s.id)
             .collect();
         for id in &expired {
-            if let Some(s) = self.by_id.remove(id) {
-                self.by_key[s.channel.index()].remove(&s.location);
-                for e in &s.ring {
-                    self.bytes -= e.frame.len();
-                    self.entries -= 1;
-                }
-            }
+            self.forget(*id);
         }
         expired.len()
+    }
+
+    /// Drops a stream and its history. Safe whenever it has no subscribers: a
+    /// stream that comes back gets a new id, hence a new epoch (see
+    /// `publisher::stream_epoch`), so no client takes the new numbering for the
+    /// old one. Besides the TTL, a stream is forgotten as soon as it has no
+    /// subscribers and no history left: it then holds nothing a client could
+    /// recover, and the number of streams stays bounded by the byte cap however
+    /// many locations publishers invent.
+    fn forget(&mut self, id: StreamId) {
+        if let Some(s) = self.by_id.remove(&id) {
+            self.by_key[s.channel.index()].remove(&s.location);
+            for e in &s.ring {
+                self.bytes -= e.frame.len();
+                self.entries -= 1;
+            }
+        }
     }
 }
 
@@ -283,7 +310,13 @@ mod tests {
             r.entries.iter().map(|e| e.seq).collect::<Vec<_>>(),
             (16..=30).collect::<Vec<_>>()
         );
-        assert_eq!(s.replay(id, 30, true), Replay { entries: vec![], complete: true });
+        assert_eq!(
+            s.replay(id, 30, true),
+            Replay {
+                entries: vec![],
+                complete: true
+            }
+        );
         assert!(!s.replay(id, 31, true).complete);
         assert!(s.replay(id, 31, true).entries.is_empty());
         assert!(!s.replay(id, 15, false).complete);
@@ -368,6 +401,61 @@ mod tests {
         // A forgotten stream comes back fresh under a new id.
         let b2 = s.get_or_create(Channel::Dashboard, "b", later);
         assert_ne!(b2, b);
+    }
+
+    #[test]
+    fn rings_emptied_by_the_byte_cap_give_their_capacity_back() {
+        let now = Instant::now();
+        let mut s = Streams::new(1, 1000, 100 * 1000);
+        let a = s.get_or_create(Channel::Dashboard, "a", now);
+        let b = s.get_or_create(Channel::Dashboard, "b", now);
+        // Subscribed, so that emptying its history does not forget it.
+        s.subscribe(a, 0);
+        for _ in 0..1000 {
+            publish(&mut s, a, 100, now);
+        }
+        assert!(s.by_id[&a].ring.capacity() >= 1000);
+        for _ in 0..1000 {
+            publish(&mut s, b, 100, now);
+        }
+        assert!(s.by_id[&a].ring.is_empty());
+        let cap = s.by_id[&a].ring.capacity();
+        assert!(cap < 16, "an empty ring kept {cap} slots");
+        assert_eq!(s.replay(b, 0, true).entries.len(), 1000);
+    }
+
+    #[test]
+    fn unwatched_streams_with_no_history_left_are_forgotten() {
+        let now = Instant::now();
+        let mut s = Streams::new(1, 1000, 10 * 100);
+        let watched = s.get_or_create(Channel::Dashboard, "watched", now);
+        s.subscribe(watched, 0);
+        publish(&mut s, watched, 100, now);
+        let first = s.get_or_create(Channel::Dashboard, "loc-0", now);
+        for i in 0..100_000 {
+            let id = s.get_or_create(Channel::Dashboard, &format!("loc-{i}"), now);
+            publish(&mut s, id, 100, now);
+        }
+        // The cap holds ten entries: the ten newest streams are all that is left
+        // of the invented ones; the watched stream stays, with its seq.
+        assert_eq!(s.len(), 11);
+        assert_eq!(s.history_bytes(), 1000);
+        assert_eq!(s.get(watched).map(|w| w.seq), Some(1));
+        assert!(s.fifo.len() <= 2 * s.entries + 1024 + 1);
+        // A forgotten stream comes back under a new id, from seq 1.
+        let again = s.get_or_create(Channel::Dashboard, "loc-0", now);
+        assert_ne!(again, first);
+        assert_eq!(publish(&mut s, again, 100, now), 1);
+
+        // Without history an unwatched stream keeps nothing at all.
+        let mut z = Streams::new(1, 0, 1 << 20);
+        let id = z.get_or_create(Channel::Dashboard, "a", now);
+        publish(&mut z, id, 10, now);
+        assert!(z.is_empty());
+        let w = z.get_or_create(Channel::Dashboard, "w", now);
+        z.subscribe(w, 0);
+        publish(&mut z, w, 10, now);
+        assert_eq!(z.get(w).map(|w| w.seq), Some(1));
     }
 
     #[test]
