@@ -27,6 +27,8 @@ const MAX_BODY: usize = 1 << 20;
 const EVENT_OVERHEAD: usize = 256;
 /// Most events in one request (contract: 1000).
 pub const MAX_BATCH: usize = 1000;
+/// Most publisher connections (each is a thread).
+pub const MAX_PUBLISHERS: usize = 64;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -58,13 +60,22 @@ pub enum Cmd {
 #[derive(Debug, Clone, Args)]
 pub struct RunArgs {
     /// Server under test: ws://HOST:PORT, http://HOST:PORT or HOST:PORT (loopback only unless --allow-remote)
-    #[arg(long, env = "BISTREAM_LOADTEST_URL", default_value = "http://127.0.0.1:8000")]
+    #[arg(
+        long,
+        env = "BISTREAM_LOADTEST_URL",
+        default_value = "http://127.0.0.1:8000"
+    )]
     pub url: String,
     /// Allow a target that is not a loopback address
     #[arg(long)]
     pub allow_remote: bool,
     /// Subscriber connections in all
-    #[arg(short = 'c', long, env = "BISTREAM_LOADTEST_CONNECTIONS", default_value_t = 1000)]
+    #[arg(
+        short = 'c',
+        long,
+        env = "BISTREAM_LOADTEST_CONNECTIONS",
+        default_value_t = 1000
+    )]
     pub connections: u64,
     /// Channels: a count (the first N of dashboard, revenue-intelligence, bot-performance, business-intelligence, ai-concierge, analytics-advanced), `all`, or a comma-separated list of ids
     #[arg(long, default_value = "1")]
@@ -90,6 +101,9 @@ pub struct RunArgs {
     /// Instead of a rate: publish this many events as fast as the server takes them (after the warm-up)
     #[arg(long)]
     pub burst: Option<u64>,
+    /// Publisher connections (keep-alive, one request in flight each), sharing --rate
+    #[arg(long, default_value_t = 1)]
+    pub publishers: usize,
     /// Events per POST request (1 sends one object, more an array; at most 1000)
     #[arg(long, default_value_t = 1)]
     pub batch: usize,
@@ -180,6 +194,7 @@ pub struct RunConfig {
     pub rate: f64,
     pub mode: Mode,
     pub batch: usize,
+    pub publishers: usize,
     pub payload: usize,
     pub event_type: String,
     pub warmup: Duration,
@@ -212,7 +227,9 @@ impl RunArgs {
             return Err(invalid("--connect-rate must be a positive number"));
         }
         if !(self.rate.is_finite() && self.rate > 0.0) {
-            return Err(invalid("--rate must be a positive number of events a second"));
+            return Err(invalid(
+                "--rate must be a positive number of events a second",
+            ));
         }
         if self.batch == 0 || self.batch > MAX_BATCH {
             return Err(invalid(format!("--batch must be 1..={MAX_BATCH}")));
@@ -221,6 +238,11 @@ impl RunArgs {
             return Err(invalid(
                 "--batch x (--payload + 256) exceeds the server's 1 MiB body limit",
             ));
+        }
+        if self.publishers == 0 || self.publishers > MAX_PUBLISHERS {
+            return Err(invalid(format!(
+                "--publishers must be 1..={MAX_PUBLISHERS}"
+            )));
         }
         if !streams::valid_ident(&self.event_type, MAX_EVENT_TYPE_LEN) {
             return Err(StreamError::BadEventType(self.event_type.clone()).into());
@@ -290,6 +312,7 @@ impl RunArgs {
             rate: self.rate,
             mode,
             batch: self.batch,
+            publishers: self.publishers,
             payload: self.payload,
             event_type: self.event_type.clone(),
             warmup: self.warmup,
@@ -369,6 +392,7 @@ mod tests {
         assert!(args(&["--batch", "1001"]).is_err());
         assert!(args(&["--batch", "1000", "--payload", "2000"]).is_err());
         assert!(args(&["--rate", "0"]).is_err());
+        assert!(args(&["--publishers", "0"]).is_err());
         assert!(args(&["--burst", "0"]).is_err());
         assert!(args(&["--channels", "9"]).is_err());
         assert!(args(&["--event-type", "a b"]).is_err());
@@ -380,14 +404,22 @@ mod tests {
         let c = args(&["--secret", "0123456789abcdef0123456789abcdef"]).unwrap();
         assert!(c.tokens.subscriber.is_some() && c.tokens.publisher.is_some());
         assert_ne!(c.tokens.subscriber, c.tokens.publisher);
-        let c = args(&["--token", "a.b.c", "--secret", "0123456789abcdef0123456789abcdef"]).unwrap();
+        let c = args(&[
+            "--token",
+            "a.b.c",
+            "--secret",
+            "0123456789abcdef0123456789abcdef",
+        ])
+        .unwrap();
         assert_eq!(c.tokens.subscriber.as_deref(), Some("a.b.c"));
         assert_eq!(c.tokens.publisher.as_deref(), Some("a.b.c"));
     }
 
     #[test]
     fn floor_flags() {
-        let cli = Cli::try_parse_from(["x", "floor", "--threads", "2", "--max-queue-bytes", "64KiB"]).unwrap();
+        let cli =
+            Cli::try_parse_from(["x", "floor", "--threads", "2", "--max-queue-bytes", "64KiB"])
+                .unwrap();
         let Some(Cmd::Floor(f)) = cli.command else {
             panic!("not floor")
         };

@@ -102,7 +102,10 @@ mod tests {
         let bad = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nSec-WebSocket-Accept: nope\r\n\r\n";
         assert_eq!(parse_response(bad, KEY), Err(HandshakeError::BadAccept));
         let refused = b"HTTP/1.1 401 Unauthorized\r\nConnection: close\r\n\r\n{}";
-        assert_eq!(parse_response(refused, KEY), Err(HandshakeError::Refused(401)));
+        assert_eq!(
+            parse_response(refused, KEY),
+            Err(HandshakeError::Refused(401))
+        );
         assert_eq!(HandshakeError::Refused(503).kind(), "http_503");
     }
 }

@@ -30,8 +30,11 @@ pub struct Plan {
     pub batch: usize,
     /// Bytes of padding in each event's `data`.
     pub payload: usize,
-    /// Events a second during warm-up and (in rate mode) the measured phase.
+    /// Events a second during warm-up and (in rate mode) the measured phase, over all
+    /// connections.
     pub rate: f64,
+    /// Keep-alive connections publishing in parallel, each paced at `rate / connections`.
+    pub connections: usize,
     pub warmup: Duration,
     pub mode: Mode,
 }
@@ -63,6 +66,8 @@ pub struct Outcome {
     pub requests: u64,
     pub errors: BTreeMap<String, u64>,
     pub unconfirmed_events: u64,
+    /// Events of the schedule not sent because the phase ended first.
+    pub unsent_events: u64,
     /// Accepted events of the measured phase and how long it took.
     pub measured_events: u64,
     pub measured_secs: f64,
@@ -177,10 +182,13 @@ impl Client {
 
     fn connect(&mut self) -> Result<(), PostError> {
         if self.conn.is_none() {
-            let s = TcpStream::connect_timeout(&self.addr, REQUEST_TIMEOUT).map_err(PostError::Connect)?;
+            let s = TcpStream::connect_timeout(&self.addr, REQUEST_TIMEOUT)
+                .map_err(PostError::Connect)?;
             let _ = s.set_nodelay(true);
-            s.set_read_timeout(Some(REQUEST_TIMEOUT)).map_err(PostError::Connect)?;
-            s.set_write_timeout(Some(REQUEST_TIMEOUT)).map_err(PostError::Connect)?;
+            s.set_read_timeout(Some(REQUEST_TIMEOUT))
+                .map_err(PostError::Connect)?;
+            s.set_write_timeout(Some(REQUEST_TIMEOUT))
+                .map_err(PostError::Connect)?;
             self.conn = Some(s);
         }
         Ok(())
@@ -203,8 +211,8 @@ impl Client {
         if resp.status != 202 {
             return Err(PostError::Status(resp.status));
         }
-        let v: serde_json::Value = serde_json::from_slice(&resp.body)
-            .map_err(|e| PostError::Malformed(e.to_string()))?;
+        let v: serde_json::Value =
+            serde_json::from_slice(&resp.body).map_err(|e| PostError::Malformed(e.to_string()))?;
         match v.get("accepted").and_then(serde_json::Value::as_u64) {
             Some(n) if n == sent => Ok(n),
             Some(n) => Err(PostError::Mismatch { got: n, sent }),
@@ -251,7 +259,14 @@ fn wall_ns() -> u64 {
 }
 
 /// Appends one event object.
-pub fn write_event(out: &mut Vec<u8>, s: &Stream, event_type: &str, t_ns: u64, warm: bool, pad: &str) {
+pub fn write_event(
+    out: &mut Vec<u8>,
+    s: &Stream,
+    event_type: &str,
+    t_ns: u64,
+    warm: bool,
+    pad: &str,
+) {
     use std::fmt::Write as _;
     let mut text = String::with_capacity(160 + pad.len());
     let _ = write!(
@@ -269,11 +284,25 @@ pub fn write_event(out: &mut Vec<u8>, s: &Stream, event_type: &str, t_ns: u64, w
     out.extend_from_slice(text.as_bytes());
 }
 
-/// The body for `n` events starting at run-wide event number `first`.
-pub fn body(plan: &Plan, first: u64, n: usize, warm: bool, pad: &str) -> Vec<u8> {
+/// Where the events of one publisher connection go: its `k`-th event is run-wide
+/// event `k * stride + offset`, and run-wide event `j` goes to stream `j % streams`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lane {
+    pub stride: u64,
+    pub offset: u64,
+}
+
+impl Lane {
+    /// The stream of this lane's `k`-th event.
+    pub fn stream(&self, k: u64, streams: usize) -> usize {
+        ((k * self.stride + self.offset) % streams.max(1) as u64) as usize
+    }
+}
+
+/// The body for `n` events starting at this lane's event number `first`.
+pub fn body(plan: &Plan, lane: Lane, first: u64, n: usize, warm: bool, pad: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(n * (180 + pad.len()) + 2);
     let t_ns = wall_ns();
-    let streams = plan.streams.len().max(1) as u64;
     if n > 1 {
         out.push(b'[');
     }
@@ -281,7 +310,7 @@ pub fn body(plan: &Plan, first: u64, n: usize, warm: bool, pad: &str) -> Vec<u8>
         if i > 0 {
             out.push(b',');
         }
-        let s = &plan.streams[((first + i) % streams) as usize];
+        let s = &plan.streams[lane.stream(first + i, plan.streams.len())];
         write_event(&mut out, s, &plan.event_type, t_ns, warm, pad);
     }
     if n > 1 {
@@ -294,6 +323,7 @@ struct Publisher<'a> {
     plan: &'a Plan,
     client: Client,
     pad: String,
+    lane: Lane,
     next_event: u64,
     out: Outcome,
     live: &'a Live,
@@ -302,15 +332,14 @@ struct Publisher<'a> {
 impl Publisher<'_> {
     /// Sends `n` events; counts them per stream when accepted.
     fn send(&mut self, n: usize, warm: bool) -> u64 {
-        let body = body(self.plan, self.next_event, n, warm, &self.pad);
+        let body = body(self.plan, self.lane, self.next_event, n, warm, &self.pad);
         let first = self.next_event;
         self.next_event += n as u64;
         self.out.requests += 1;
         match self.client.post(&body, n as u64) {
             Ok(accepted) => {
-                let streams = self.plan.streams.len().max(1) as u64;
                 for i in 0..n as u64 {
-                    self.out.per_stream[((first + i) % streams) as usize] += 1;
+                    self.out.per_stream[self.lane.stream(first + i, self.plan.streams.len())] += 1;
                 }
                 self.out.events += accepted;
                 if warm {
@@ -321,7 +350,10 @@ impl Publisher<'_> {
             }
             Err(e) => {
                 log::debug!("publish failed: {e}");
-                if matches!(e, PostError::Io(_) | PostError::Mismatch { .. } | PostError::Malformed(_)) {
+                if matches!(
+                    e,
+                    PostError::Io(_) | PostError::Mismatch { .. } | PostError::Malformed(_)
+                ) {
                     self.out.unconfirmed_events += n as u64;
                 }
                 if matches!(e, PostError::Connect(_)) {
@@ -333,15 +365,18 @@ impl Publisher<'_> {
         }
     }
 
-    /// `rate` events a second for `length`; answers events accepted.
+    /// `rate` events a second for `length`; answers events accepted. A publisher that
+    /// fell behind catches up as fast as the server answers, but never past `length`:
+    /// what is not sent by then is not sent (the phase keeps its length).
     fn paced(&mut self, length: Duration, warm: bool) -> u64 {
-        let rate = self.plan.rate;
+        let rate = self.plan.rate / self.lane.stride as f64;
         let total = (length.as_secs_f64() * rate).floor() as u64;
         let batch = self.plan.batch as u64;
         let start = Instant::now();
+        let end = start + length;
         let mut sent = 0u64;
         let mut accepted = 0u64;
-        while sent < total {
+        while sent < total && Instant::now() < end {
             // Event k is due at start + k / rate; send when a whole batch is due.
             let n = batch.min(total - sent);
             let due_at = start + Duration::from_secs_f64((sent + n - 1) as f64 / rate);
@@ -355,7 +390,7 @@ impl Publisher<'_> {
             accepted += self.send(n as usize, warm);
             sent += n;
         }
-        let end = start + length;
+        self.out.unsent_events += total - sent;
         let now = Instant::now();
         if end > now {
             std::thread::sleep(end - now);
@@ -364,12 +399,13 @@ impl Publisher<'_> {
     }
 }
 
-/// Runs the plan: warm-up, then the measured phase.
-pub fn run(plan: &Plan, live: &Live) -> Outcome {
+/// Runs one connection's share of the plan: warm-up, then the measured phase.
+fn run_lane(plan: &Plan, lane: Lane, live: &Live) -> Outcome {
     let mut p = Publisher {
         plan,
         client: Client::new(plan.addr, &plan.host_header, plan.token.as_deref()),
         pad: "x".repeat(plan.payload),
+        lane,
         next_event: 0,
         out: Outcome {
             per_stream: vec![0; plan.streams.len()],
@@ -385,7 +421,8 @@ pub fn run(plan: &Plan, live: &Live) -> Outcome {
     let measured = match plan.mode {
         Mode::Rate(length) => p.paced(length, false),
         Mode::Burst(events) => {
-            let mut left = events;
+            // This lane's share of the burst.
+            let mut left = events / lane.stride + u64::from(lane.offset < events % lane.stride);
             let mut accepted = 0;
             while left > 0 {
                 let n = left.min(plan.batch as u64);
@@ -398,6 +435,57 @@ pub fn run(plan: &Plan, live: &Live) -> Outcome {
     p.out.measured_events = measured;
     p.out.measured_secs = start.elapsed().as_secs_f64();
     p.out
+}
+
+/// Merges the outcomes of the publisher connections.
+pub fn merge(outcomes: Vec<Outcome>, streams: usize) -> Outcome {
+    let mut m = Outcome {
+        per_stream: vec![0; streams],
+        ..Default::default()
+    };
+    for o in outcomes {
+        for (a, b) in m.per_stream.iter_mut().zip(&o.per_stream) {
+            *a += b;
+        }
+        m.events += o.events;
+        m.warmup_events += o.warmup_events;
+        m.requests += o.requests;
+        for (k, v) in o.errors {
+            *m.errors.entry(k).or_default() += v;
+        }
+        m.unconfirmed_events += o.unconfirmed_events;
+        m.unsent_events += o.unsent_events;
+        m.measured_events += o.measured_events;
+        m.measured_secs = m.measured_secs.max(o.measured_secs);
+        m.max_lag_ns = m.max_lag_ns.max(o.max_lag_ns);
+    }
+    m
+}
+
+/// Runs the plan over `plan.connections` keep-alive connections (one thread each).
+pub fn run(plan: &Plan, live: &Live) -> Outcome {
+    let lanes = plan.connections.max(1) as u64;
+    let outcomes = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..lanes)
+            .map(|offset| {
+                scope.spawn(move || {
+                    run_lane(
+                        plan,
+                        Lane {
+                            stride: lanes,
+                            offset,
+                        },
+                        live,
+                    )
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .filter_map(|h| h.join().ok())
+            .collect::<Vec<_>>()
+    });
+    merge(outcomes, plan.streams.len())
 }
 
 #[cfg(test)]
@@ -414,6 +502,7 @@ mod tests {
             batch: 1,
             payload: 0,
             rate: 10.0,
+            connections: 1,
             warmup: Duration::ZERO,
             mode: Mode::Burst(1),
         }
@@ -422,16 +511,54 @@ mod tests {
     #[test]
     fn bodies_carry_send_time_and_rotate_streams() {
         let p = plan(2);
-        let one: serde_json::Value = serde_json::from_slice(&body(&p, 0, 1, false, "")).unwrap();
+        let lane = Lane {
+            stride: 1,
+            offset: 0,
+        };
+        let one: serde_json::Value =
+            serde_json::from_slice(&body(&p, lane, 0, 1, false, "")).unwrap();
         assert_eq!(one["location_id"], "loc-1");
         assert!(one["data"]["t_ns"].as_u64().unwrap() > 1_600_000_000_000_000_000);
         assert!(one["data"].get("w").is_none());
-        let many: serde_json::Value = serde_json::from_slice(&body(&p, 1, 3, true, "ab")).unwrap();
-        let locs: Vec<&str> = many.as_array().unwrap().iter().map(|e| e["location_id"].as_str().unwrap()).collect();
+        let many: serde_json::Value =
+            serde_json::from_slice(&body(&p, lane, 1, 3, true, "ab")).unwrap();
+        let locs: Vec<&str> = many
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["location_id"].as_str().unwrap())
+            .collect();
         assert_eq!(locs, ["loc-2", "loc-1", "loc-2"]);
         assert_eq!(many[0]["data"]["w"], 1);
         assert_eq!(many[0]["data"]["pad"], "ab");
         assert_eq!(many[0]["event_type"], "LOADTEST");
+    }
+
+    #[test]
+    fn lanes_spread_events_over_streams() {
+        let lanes: Vec<Lane> = (0..2).map(|offset| Lane { stride: 2, offset }).collect();
+        let of = |l: &Lane| (0..3).map(|k| l.stream(k, 6)).collect::<Vec<_>>();
+        assert_eq!(of(&lanes[0]), [0, 2, 4]);
+        assert_eq!(of(&lanes[1]), [1, 3, 5]);
+        let a = Outcome {
+            per_stream: vec![1, 2],
+            events: 3,
+            max_lag_ns: 5,
+            measured_secs: 1.0,
+            ..Default::default()
+        };
+        let b = Outcome {
+            per_stream: vec![4, 0],
+            events: 4,
+            max_lag_ns: 2,
+            measured_secs: 2.0,
+            ..Default::default()
+        };
+        let m = merge(vec![a, b], 2);
+        assert_eq!(
+            (m.per_stream, m.events, m.max_lag_ns, m.measured_secs),
+            (vec![5, 2], 7, 5, 2.0)
+        );
     }
 
     #[test]

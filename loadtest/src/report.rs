@@ -57,6 +57,8 @@ pub struct RunInfo {
     /// Events a second (`rate`) or events in the burst (`burst`).
     pub mode_value: u64,
     pub batch: usize,
+    /// Publisher connections.
+    pub publishers: usize,
     pub duration_s: f64,
     pub warmup_s: f64,
 }
@@ -91,8 +93,12 @@ pub struct PublishSummary {
     pub errors: BTreeMap<String, u64>,
     /// Events of requests whose outcome is unknown (connection lost mid-request).
     pub unconfirmed_events: u64,
+    /// Scheduled events not sent because the phase ended first (the publisher was behind).
+    pub unsent_events: u64,
     /// Accepted events a second over the measured phase.
     pub events_per_second: f64,
+    /// The rate asked for in the measured phase (0 for a burst).
+    pub target_per_second: f64,
     /// Longest the publisher fell behind its schedule.
     pub max_lag_ns: u64,
 }
@@ -202,7 +208,12 @@ pub fn render_table(s: &Summary) -> String {
             r.mode_value, r.batch, r.duration_s, r.warmup_s
         )
     };
-    let _ = writeln!(o, "run          {mode}");
+    let publishers = if r.publishers > 1 {
+        format!(", {} publisher connections", r.publishers)
+    } else {
+        String::new()
+    };
+    let _ = writeln!(o, "run          {mode}{publishers}");
     let c = &s.connections;
     let _ = writeln!(
         o,
@@ -239,6 +250,18 @@ pub fn render_table(s: &Summary) -> String {
         fmt_si(p.events_per_second),
         fmt_ns(p.max_lag_ns)
     );
+    if p.requests > 0
+        && p.target_per_second > 0.0
+        && p.events_per_second < 0.95 * p.target_per_second
+    {
+        let _ = writeln!(
+            o,
+            "  behind     the publisher sent {} of the {} events/s asked for ({} events unsent): the server (or the machine) did not keep up",
+            fmt_si(p.events_per_second),
+            fmt_si(p.target_per_second),
+            p.unsent_events
+        );
+    }
     if !p.errors.is_empty() {
         let _ = writeln!(
             o,
@@ -306,7 +329,11 @@ pub fn render_table(s: &Summary) -> String {
         let _ = writeln!(
             o,
             "{}{:<7}{}  (measured {})",
-            if i == 0 { "slo          " } else { "             " },
+            if i == 0 {
+                "slo          "
+            } else {
+                "             "
+            },
             if v.ok { "ok" } else { "BREACH" },
             v.objective,
             v.measured
@@ -349,6 +376,7 @@ pub(crate) mod tests {
                 mode: "rate".into(),
                 mode_value: 100,
                 batch: 1,
+                publishers: 1,
                 duration_s: 5.0,
                 warmup_s: 1.0,
             },
@@ -370,6 +398,7 @@ pub(crate) mod tests {
                 warmup_events: 100,
                 requests: 600,
                 events_per_second: 100.0,
+                target_per_second: 100.0,
                 max_lag_ns: 1_500_000,
                 ..Default::default()
             },
@@ -440,11 +469,16 @@ pub(crate) mod tests {
         s.closes.clear();
         s.run.mode = "burst".into();
         s.run.mode_value = 5000;
+        s.run.publishers = 4;
+        s.published.events_per_second = 50.0;
         let t = render_table(&s);
+        assert!(t.contains(
+            "behind     the publisher sent 50 of the 100 events/s asked for (0 events unsent)"
+        ));
         assert!(t.contains("latency      no measured delivery"));
         assert!(t.contains("connect      no connection established"));
         assert!(t.contains("closes       none"));
-        assert!(t.contains("burst of 5000 events, batch 1"));
+        assert!(t.contains("burst of 5000 events, batch 1, 4 publisher connections"));
     }
 
     #[test]

@@ -18,8 +18,8 @@ use crate::report::{
 use crate::slo;
 use crate::units::{fmt_ns, fmt_si};
 use crate::worker::{
-    from_line, hist_from_hex, new_hist, to_line, Command as WorkerCommand, Final, Progress,
-    Report, WorkerSpec,
+    from_line, hist_from_hex, new_hist, to_line, Command as WorkerCommand, Final, Progress, Report,
+    WorkerSpec,
 };
 use hdrhistogram::Histogram;
 use std::io::{BufRead, BufReader, Write};
@@ -196,6 +196,14 @@ impl Ticker {
         }
     }
 
+    /// A worker's connect phase ended: its counts are final until its next progress.
+    fn ready(&mut self, w: usize, established: u64, failed: u64) {
+        if let Some(slot) = self.progress.get_mut(w) {
+            slot.established = established;
+            slot.failed = failed;
+        }
+    }
+
     fn timeout(&self) -> Duration {
         self.next.saturating_duration_since(Instant::now())
     }
@@ -286,9 +294,16 @@ fn execute(cfg: &RunConfig) -> Result<Summary, RunError> {
     let mut established = 0;
     while ready.iter().any(|r| !r) {
         match next(&rx, &ticker, deadline) {
-            Wait::Msg(Msg::Worker(w, Report::Ready { established: e, .. })) => {
+            Wait::Msg(Msg::Worker(
+                w,
+                Report::Ready {
+                    established: e,
+                    failed,
+                },
+            )) => {
                 ready[w] = true;
                 established += e;
+                ticker.ready(w, e, failed);
             }
             Wait::Msg(other) => handle_other(other, &mut ticker)?,
             Wait::Tick => {}
@@ -313,6 +328,7 @@ fn execute(cfg: &RunConfig) -> Result<Summary, RunError> {
             batch: cfg.batch,
             payload: cfg.payload,
             rate: cfg.rate,
+            connections: cfg.publishers,
             warmup: cfg.warmup,
             mode: cfg.mode,
         };
@@ -329,7 +345,11 @@ fn execute(cfg: &RunConfig) -> Result<Summary, RunError> {
         let publish_for = cfg.warmup
             + match cfg.mode {
                 Mode::Rate(d) => d,
-                Mode::Burst(n) => Duration::from_secs(n.div_ceil(cfg.batch as u64) * 5),
+                Mode::Burst(n) => Duration::from_secs(
+                    publisher::REQUEST_TIMEOUT
+                        .as_secs()
+                        .saturating_mul(n.div_ceil(cfg.batch as u64)),
+                ),
             }
             + GRACE;
         let deadline = Instant::now() + publish_for;
@@ -345,12 +365,20 @@ fn execute(cfg: &RunConfig) -> Result<Summary, RunError> {
             } else {
                 "warm-up"
             };
-            ticker.maybe_print(phase, cfg.connections, live.accepted.load(Ordering::Relaxed));
+            ticker.maybe_print(
+                phase,
+                cfg.connections,
+                live.accepted.load(Ordering::Relaxed),
+            );
         }
     };
 
     // 3. Drain and collect.
-    let drain = if established == 0 { Duration::ZERO } else { cfg.drain };
+    let drain = if established == 0 {
+        Duration::ZERO
+    } else {
+        cfg.drain
+    };
     for w in &mut workers.0 {
         w.send(&WorkerCommand::Finish {
             published: outcome.per_stream.clone(),
@@ -367,7 +395,11 @@ fn execute(cfg: &RunConfig) -> Result<Summary, RunError> {
             Wait::Tick => {}
             Wait::Deadline => return Err(RunError::Timeout("report")),
         }
-        ticker.maybe_print("drain", cfg.connections, live.accepted.load(Ordering::Relaxed));
+        ticker.maybe_print(
+            "drain",
+            cfg.connections,
+            live.accepted.load(Ordering::Relaxed),
+        );
     }
     let finals: Vec<Final> = finals.into_iter().flatten().collect();
     Ok(aggregate(cfg, &finals, &outcome))
@@ -404,7 +436,9 @@ fn handle_other(msg: Msg, ticker: &mut Ticker) -> Result<(), RunError> {
             Ok(())
         }
         Msg::Worker(w, Report::Fatal { message }) => Err(RunError::WorkerFatal(w, message)),
-        Msg::Worker(w, Report::Final(_)) => Err(RunError::WorkerEnded(w, "reported before finish".into())),
+        Msg::Worker(w, Report::Final(_)) => {
+            Err(RunError::WorkerEnded(w, "reported before finish".into()))
+        }
         Msg::Worker(_, Report::Ready { .. }) => Ok(()),
         Msg::WorkerEnded(w, why) => Err(RunError::WorkerEnded(w, why)),
         Msg::PublisherDone(_) => Ok(()),
@@ -434,8 +468,8 @@ pub fn aggregate(cfg: &RunConfig, finals: &[Final], out: &publisher::Outcome) ->
         for (k, v) in &f.failed {
             *conns.failed.entry(k.clone()).or_default() += v;
         }
-        for (k, v) in &f.closes {
-            *closes.entry(*k).or_default() += v;
+        for (code, n) in &f.closes {
+            *closes.entry(*code).or_default() += n;
         }
         d.total += f.deliveries;
         d.measured += f.measured;
@@ -471,6 +505,7 @@ pub fn aggregate(cfg: &RunConfig, finals: &[Final], out: &publisher::Outcome) ->
             mode: mode.into(),
             mode_value,
             batch: cfg.batch,
+            publishers: cfg.publishers,
             duration_s,
             warmup_s: cfg.warmup.as_secs_f64(),
         },
@@ -482,10 +517,15 @@ pub fn aggregate(cfg: &RunConfig, finals: &[Final], out: &publisher::Outcome) ->
             requests: out.requests,
             errors: out.errors.clone(),
             unconfirmed_events: out.unconfirmed_events,
+            unsent_events: out.unsent_events,
             events_per_second: if out.measured_secs > 0.0 {
                 out.measured_events as f64 / out.measured_secs
             } else {
                 0.0
+            },
+            target_per_second: match cfg.mode {
+                Mode::Rate(_) => cfg.rate,
+                Mode::Burst(_) => 0.0,
             },
             max_lag_ns: out.max_lag_ns,
         },

@@ -246,7 +246,10 @@ fn evaluate_one(o: &Objective, s: &Summary) -> Verdict {
         ok,
     };
     let counted = |measured: u64, threshold: u64| {
-        verdict(measured.to_string(), o.op.holds(measured as f64, threshold as f64))
+        verdict(
+            measured.to_string(),
+            o.op.holds(measured as f64, threshold as f64),
+        )
     };
     match o.metric {
         Metric::Latency(stat, t) | Metric::Connect(stat, t) => {
@@ -327,7 +330,10 @@ mod tests {
         assert!(matches!(parse("loss=1.5"), Err(SloError::BadValue { .. })));
         assert!(matches!(parse("loss<200%"), Err(SloError::BadValue { .. })));
         assert!(matches!(parse("p99<<10ms"), Err(SloError::BadValue { .. })));
-        assert!(matches!(parse("connect_p90<1s"), Err(SloError::UnknownMetric { .. })));
+        assert!(matches!(
+            parse("connect_p90<1s"),
+            Err(SloError::UnknownMetric { .. })
+        ));
         let msg = parse("p99<10").unwrap_err().to_string();
         assert!(msg.contains("p99<10"), "{msg}");
     }
@@ -335,7 +341,10 @@ mod tests {
     #[test]
     fn evaluation_names_the_breached_objective() {
         let s = sample_summary(); // p99 = 2ms, p999 = 8ms, 3 lost
-        let v = evaluate(&parse("p99<10ms,p999<5ms,loss=0,loss<1%,rate>1k").unwrap(), &s);
+        let v = evaluate(
+            &parse("p99<10ms,p999<5ms,loss=0,loss<1%,rate>1k").unwrap(),
+            &s,
+        );
         assert_eq!(
             v.iter().map(|v| v.ok).collect::<Vec<_>>(),
             vec![true, false, false, true, true]

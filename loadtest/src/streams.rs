@@ -45,18 +45,14 @@ pub fn channel_path(channel: &str) -> Option<&'static str> {
 
 /// The channel id served at a path below `/ws/` (`bi/revenue-intelligence` → `revenue-intelligence`).
 pub fn channel_of_path(path: &str) -> Option<&'static str> {
-    CHANNELS
-        .iter()
-        .find(|(_, p)| *p == path)
-        .map(|(id, _)| *id)
+    CHANNELS.iter().find(|(_, p)| *p == path).map(|(id, _)| *id)
 }
 
 /// Whether `s` is a valid contract identifier of at most `max` bytes (`[A-Za-z0-9_.:-]`).
 pub fn valid_ident(s: &str, max: usize) -> bool {
     !s.is_empty()
         && s.len() <= max
-        && s
-            .bytes()
+        && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'))
 }
 
@@ -165,7 +161,10 @@ mod tests {
         assert_eq!(s.len(), 4);
         assert_eq!(s[0].path, "/ws/bi/revenue-intelligence/loc-1");
         assert_eq!(s[3].path, "/ws/analytics/advanced/loc-2");
-        assert_eq!(channel_of_path("analytics/advanced"), Some("analytics-advanced"));
+        assert_eq!(
+            channel_of_path("analytics/advanced"),
+            Some("analytics-advanced")
+        );
         assert!(build_streams(&["dashboard"], 1, "bad/").is_err());
     }
 }

@@ -249,7 +249,8 @@ impl Subscribers {
                         drain_ms,
                     })) => {
                         self.fail_unstarted("not_started");
-                        finish = Some((published, Instant::now() + Duration::from_millis(drain_ms)));
+                        finish =
+                            Some((published, Instant::now() + Duration::from_millis(drain_ms)));
                     }
                     Ok(Inbound::Command(Command::Spec(_))) => {}
                     Ok(Inbound::ParentGone) | Err(TryRecvError::Disconnected) => return Ok(None),
@@ -435,6 +436,11 @@ impl Subscribers {
                     if !matches!(out, Outcome::Keep) {
                         return out;
                     }
+                    // A short read drained the socket; more data (or EOF) raises a new
+                    // edge. Saves the WouldBlock read, half the syscalls at low rates.
+                    if n < scratch.len() {
+                        break;
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -512,7 +518,7 @@ impl Subscribers {
             established: st.established,
             failed: st.failed.clone(),
             closed_by_server: st.closed_by_server,
-            closes: st.closes.clone(),
+            closes: st.closes.iter().map(|(k, v)| (*k, *v)).collect(),
             deliveries: st.deliveries,
             measured: st.measured,
             bad_messages: st.bad_messages,
@@ -625,7 +631,12 @@ fn consume(conn: &mut Conn, buf: &[u8], ctx: &mut Ctx) -> (usize, Outcome) {
                 None => Outcome::Failed("protocol_error".into()),
             },
             Opcode::Ping => {
-                wsframe::encode(&mut conn.out, Opcode::Pong, payload, Some(next_mask(ctx.rng)));
+                wsframe::encode(
+                    &mut conn.out,
+                    Opcode::Pong,
+                    payload,
+                    Some(next_mask(ctx.rng)),
+                );
                 Outcome::Keep
             }
             Opcode::Pong => Outcome::Keep,

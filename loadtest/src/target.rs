@@ -94,7 +94,11 @@ pub fn resolve(url: &str, allow_remote: bool) -> Result<Target, TargetError> {
         }
     }
     // Prefer IPv4 when a name resolves to both (`localhost`).
-    let addr = addrs.iter().copied().find(SocketAddr::is_ipv4).unwrap_or(first);
+    let addr = addrs
+        .iter()
+        .copied()
+        .find(SocketAddr::is_ipv4)
+        .unwrap_or(first);
     let host_header = match addr {
         SocketAddr::V6(a) => format!("[{}]:{}", a.ip(), a.port()),
         SocketAddr::V4(a) => a.to_string(),
@@ -124,11 +128,23 @@ mod tests {
             split_url("ws://127.0.0.1:9000/ws").unwrap(),
             ("127.0.0.1".into(), 9000)
         );
-        assert_eq!(split_url("http://localhost").unwrap(), ("localhost".into(), 8000));
+        assert_eq!(
+            split_url("http://localhost").unwrap(),
+            ("localhost".into(), 8000)
+        );
         assert_eq!(split_url("[::1]:81").unwrap(), ("::1".into(), 81));
-        assert_eq!(split_url("127.0.0.1:8000").unwrap(), ("127.0.0.1".into(), 8000));
-        assert!(matches!(split_url("wss://x:1"), Err(TargetError::Scheme(_))));
-        assert!(matches!(split_url("ws://x:0"), Err(TargetError::BadPort(_))));
+        assert_eq!(
+            split_url("127.0.0.1:8000").unwrap(),
+            ("127.0.0.1".into(), 8000)
+        );
+        assert!(matches!(
+            split_url("wss://x:1"),
+            Err(TargetError::Scheme(_))
+        ));
+        assert!(matches!(
+            split_url("ws://x:0"),
+            Err(TargetError::BadPort(_))
+        ));
         assert!(matches!(split_url("ws://:80"), Err(TargetError::NoHost(_))));
     }
 

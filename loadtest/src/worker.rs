@@ -60,7 +60,10 @@ pub enum Command {
     Spec(WorkerSpec),
     /// Publishing is over: `published[s]` events went to stream `s`. Wait at most
     /// `drain_ms` for them, then report.
-    Finish { published: Vec<u64>, drain_ms: u64 },
+    Finish {
+        published: Vec<u64>,
+        drain_ms: u64,
+    },
 }
 
 /// Counters a worker sends about once a second.
@@ -81,7 +84,8 @@ pub struct Final {
     pub established: u64,
     pub failed: BTreeMap<String, u64>,
     pub closed_by_server: u64,
-    pub closes: BTreeMap<u16, u64>,
+    /// (close code, count); a list because the tagged enum cannot carry integer map keys.
+    pub closes: Vec<(u16, u64)>,
     pub deliveries: u64,
     pub measured: u64,
     pub expected: u64,
@@ -106,17 +110,21 @@ pub struct Final {
 pub enum Report {
     Progress(Progress),
     /// Every connection of the worker is established or has failed.
-    Ready { established: u64, failed: u64 },
+    Ready {
+        established: u64,
+        failed: u64,
+    },
     Final(Box<Final>),
     /// The worker cannot go on.
-    Fatal { message: String },
+    Fatal {
+        message: String,
+    },
 }
 
 /// One protocol line (without the newline).
 pub fn to_line<T: Serialize>(msg: &T) -> String {
-    serde_json::to_string(msg).unwrap_or_else(|e| {
-        format!(r#"{{"msg":"fatal","message":"cannot encode a report: {e}"}}"#)
-    })
+    serde_json::to_string(msg)
+        .unwrap_or_else(|e| format!(r#"{{"msg":"fatal","message":"cannot encode a report: {e}"}}"#))
 }
 
 /// Parses one line.
@@ -143,7 +151,7 @@ pub fn hist_from_hex(s: &str) -> Result<Histogram<u64>, ProtocolError> {
     if s.is_empty() {
         return Ok(new_hist());
     }
-    if s.len() % 2 != 0 {
+    if s.len() & 1 == 1 {
         return Err(ProtocolError::Hist("odd hex length".into()));
     }
     let nibble = |c: u8| match c {
@@ -184,7 +192,8 @@ mod tests {
     fn messages_round_trip() {
         let f = Report::Final(Box::new(Final {
             established: 3,
-            closes: [(1013u16, 1u64)].into_iter().collect(),
+            closes: vec![(1013, 1)],
+            failed: [("timeout".to_string(), 2u64)].into_iter().collect(),
             ..Default::default()
         }));
         let line = to_line(&f);

@@ -24,11 +24,21 @@ pub fn main() -> i32 {
         Some(Ok(line)) => match from_line::<Command>(&line) {
             Ok(Command::Spec(spec)) => spec,
             Ok(_) => {
-                emit(&mut out, &Report::Fatal { message: "first command must be the spec".into() });
+                emit(
+                    &mut out,
+                    &Report::Fatal {
+                        message: "first command must be the spec".into(),
+                    },
+                );
                 return 3;
             }
             Err(e) => {
-                emit(&mut out, &Report::Fatal { message: e.to_string() });
+                emit(
+                    &mut out,
+                    &Report::Fatal {
+                        message: e.to_string(),
+                    },
+                );
                 return 3;
             }
         },
@@ -38,14 +48,24 @@ pub fn main() -> i32 {
     let poll = match mio::Poll::new() {
         Ok(p) => p,
         Err(e) => {
-            emit(&mut out, &Report::Fatal { message: format!("poll: {e}") });
+            emit(
+                &mut out,
+                &Report::Fatal {
+                    message: format!("poll: {e}"),
+                },
+            );
             return 3;
         }
     };
     let waker = match Subscribers::waker(&poll) {
         Ok(w) => w,
         Err(e) => {
-            emit(&mut out, &Report::Fatal { message: format!("waker: {e}") });
+            emit(
+                &mut out,
+                &Report::Fatal {
+                    message: format!("waker: {e}"),
+                },
+            );
             return 3;
         }
     };
@@ -74,7 +94,12 @@ pub fn main() -> i32 {
             let _ = waker.wake();
         });
     if let Err(e) = reader {
-        emit(&mut out, &Report::Fatal { message: format!("thread: {e}") });
+        emit(
+            &mut out,
+            &Report::Fatal {
+                message: format!("thread: {e}"),
+            },
+        );
         return 3;
     }
     let subs = Subscribers::new(spec, poll, rx);
@@ -85,7 +110,12 @@ pub fn main() -> i32 {
         }
         Ok(None) => 0,
         Err(e) => {
-            emit(&mut out, &Report::Fatal { message: format!("poll: {e}") });
+            emit(
+                &mut out,
+                &Report::Fatal {
+                    message: format!("poll: {e}"),
+                },
+            );
             3
         }
     }

@@ -237,13 +237,31 @@ mod tests {
 
     #[test]
     fn rejects_protocol_violations() {
-        assert_eq!(decode(&[0xC1, 0x00], false, 10), Err(FrameError::ReservedBits));
-        assert_eq!(decode(&[0x83, 0x00], false, 10), Err(FrameError::BadOpcode(3)));
-        assert_eq!(decode(&[0x09, 0x00], false, 10), Err(FrameError::BadControl));
-        assert_eq!(decode(&[0x89, 126, 0, 200], false, 1000), Err(FrameError::BadControl));
-        assert_eq!(decode(&[0x81, 0x80, 0, 0, 0, 0], false, 10), Err(FrameError::Masking));
+        assert_eq!(
+            decode(&[0xC1, 0x00], false, 10),
+            Err(FrameError::ReservedBits)
+        );
+        assert_eq!(
+            decode(&[0x83, 0x00], false, 10),
+            Err(FrameError::BadOpcode(3))
+        );
+        assert_eq!(
+            decode(&[0x09, 0x00], false, 10),
+            Err(FrameError::BadControl)
+        );
+        assert_eq!(
+            decode(&[0x89, 126, 0, 200], false, 1000),
+            Err(FrameError::BadControl)
+        );
+        assert_eq!(
+            decode(&[0x81, 0x80, 0, 0, 0, 0], false, 10),
+            Err(FrameError::Masking)
+        );
         assert_eq!(decode(&[0x81, 0x00], true, 10), Err(FrameError::Masking));
-        assert_eq!(decode(&[0x81, 20], false, 10), Err(FrameError::TooLarge(20)));
+        assert_eq!(
+            decode(&[0x81, 20], false, 10),
+            Err(FrameError::TooLarge(20))
+        );
         assert_eq!(FrameError::TooLarge(1).close_code(), 1009);
     }
 

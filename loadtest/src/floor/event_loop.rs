@@ -44,7 +44,13 @@ pub struct FloorLoop {
 }
 
 impl FloorLoop {
-    pub fn new(idx: usize, poll: Poll, mut listener: TcpListener, hub: Arc<Hub>, max_queue: usize) -> io::Result<Self> {
+    pub fn new(
+        idx: usize,
+        poll: Poll,
+        mut listener: TcpListener,
+        hub: Arc<Hub>,
+        max_queue: usize,
+    ) -> io::Result<Self> {
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
         Ok(FloorLoop {
@@ -106,7 +112,10 @@ impl FloorLoop {
                     }
                     entry.insert(Conn::new(sock));
                     self.accepted += 1;
-                    self.hub.counters.connections.fetch_add(1, Ordering::Relaxed);
+                    self.hub
+                        .counters
+                        .connections
+                        .fetch_add(1, Ordering::Relaxed);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -138,17 +147,30 @@ impl FloorLoop {
             match conn.sock.read(&mut self.scratch) {
                 Ok(0) => return Next::Drop,
                 Ok(n) => {
-                    if conn.closing {
-                        continue; // discard what a closing peer sends
+                    if !conn.closing {
+                        conn.inbuf.extend_from_slice(&self.scratch[..n]);
+                        if let Next::Drop = self.process(key) {
+                            return Next::Drop;
+                        }
                     }
-                    conn.inbuf.extend_from_slice(&self.scratch[..n]);
-                    if let Next::Drop = self.process(key) {
-                        return Next::Drop;
+                    // A short read drained the socket: new data will raise a new edge.
+                    if n < self.scratch.len() {
+                        break;
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => return Next::Drop,
+            }
+        }
+        // Answer HTTP requests (publishers) before the fan-out of what they published.
+        if let Some(conn) = self.conns.get_mut(key) {
+            if matches!(conn.state, State::Http) && conn.out_bytes > 0 {
+                match conn.flush() {
+                    Ok(Flush::Done) if conn.closing => return Next::Drop,
+                    Ok(_) => {}
+                    Err(_) => return Next::Drop,
+                }
             }
         }
         self.queue_flush(key);
@@ -201,7 +223,11 @@ impl FloorLoop {
             }
             Request::Health => {
                 conn.inbuf.drain(..head.len);
-                conn.push(Chunk::Own(http::response(200, r#"{"status":"ok"}"#, head.keep_alive)));
+                conn.push(Chunk::Own(http::response(
+                    200,
+                    r#"{"status":"ok"}"#,
+                    head.keep_alive,
+                )));
                 conn.closing = !head.keep_alive;
                 Some(true)
             }
@@ -365,7 +391,10 @@ impl FloorLoop {
             return;
         };
         let _ = self.poll.registry().deregister(&mut conn.sock);
-        self.hub.counters.connections.fetch_sub(1, Ordering::Relaxed);
+        self.hub
+            .counters
+            .connections
+            .fetch_sub(1, Ordering::Relaxed);
         if let State::Ws { stream, pos, .. } = conn.state {
             self.hub.unsubscribe(self.idx, stream);
             if let Some(list) = self.subs.get_mut(&stream) {

@@ -1,7 +1,9 @@
 //! The floor server's HTTP side, sans-io: classify a request head, parse a publish
 //! body, and write canned responses.
 
-use crate::streams::{channel_of_path, valid_ident, CHANNELS, MAX_EVENT_TYPE_LEN, MAX_LOCATION_LEN};
+use crate::streams::{
+    channel_of_path, valid_ident, CHANNELS, MAX_EVENT_TYPE_LEN, MAX_LOCATION_LEN,
+};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::borrow::Cow;
@@ -301,7 +303,10 @@ mod tests {
 
     #[test]
     fn upgrades_on_every_channel_path() {
-        let r = upgrade("/ws/analytics/advanced/loc-1?token=x", "Sec-WebSocket-Version: 13\r\n");
+        let r = upgrade(
+            "/ws/analytics/advanced/loc-1?token=x",
+            "Sec-WebSocket-Version: 13\r\n",
+        );
         let h = parse_head(r.as_bytes()).unwrap();
         assert_eq!(h.len, r.len());
         assert_eq!(
@@ -321,10 +326,31 @@ mod tests {
             Request::Refuse { status, .. } => status,
             other => panic!("{other:?}"),
         };
-        assert_eq!(status(&upgrade("/ws/nope/loc-1", "Sec-WebSocket-Version: 13\r\n")), 404);
-        assert_eq!(status(&upgrade("/ws/dashboard/a%41", "Sec-WebSocket-Version: 13\r\n")), 400);
-        assert_eq!(status(&upgrade("/ws/dashboard/..", "Sec-WebSocket-Version: 13\r\n")), 400);
-        assert_eq!(status(&upgrade("/ws/dashboard/loc-1", "Sec-WebSocket-Version: 8\r\n")), 426);
+        assert_eq!(
+            status(&upgrade("/ws/nope/loc-1", "Sec-WebSocket-Version: 13\r\n")),
+            404
+        );
+        assert_eq!(
+            status(&upgrade(
+                "/ws/dashboard/a%41",
+                "Sec-WebSocket-Version: 13\r\n"
+            )),
+            400
+        );
+        assert_eq!(
+            status(&upgrade(
+                "/ws/dashboard/..",
+                "Sec-WebSocket-Version: 13\r\n"
+            )),
+            400
+        );
+        assert_eq!(
+            status(&upgrade(
+                "/ws/dashboard/loc-1",
+                "Sec-WebSocket-Version: 8\r\n"
+            )),
+            426
+        );
         assert_eq!(status(&upgrade("/ws/dashboard/loc-1", "")), 400);
         assert_eq!(status("POST /ws/dashboard/l HTTP/1.1\r\n\r\n"), 405);
         assert_eq!(status("GET /api/events HTTP/1.1\r\n\r\n"), 405);
@@ -342,8 +368,10 @@ mod tests {
         let h = parse_head(b"POST /api/events HTTP/1.1\r\nContent-Length: 12\r\n\r\n").unwrap();
         assert_eq!(h.request, Request::Publish { body_len: 12 });
         assert!(h.keep_alive);
-        let h = parse_head(b"POST /api/events HTTP/1.1\r\nConnection: close\r\nContent-Length: 1\r\n\r\n")
-            .unwrap();
+        let h = parse_head(
+            b"POST /api/events HTTP/1.1\r\nConnection: close\r\nContent-Length: 1\r\n\r\n",
+        )
+        .unwrap();
         assert!(!h.keep_alive);
         let h = parse_head(b"GET /healthz HTTP/1.0\r\n\r\n").unwrap();
         assert_eq!(h.request, Request::Health);
@@ -357,7 +385,8 @@ mod tests {
         assert_eq!(ev.len(), 1);
         assert_eq!(ev[0].channels, vec!["dashboard"]);
         assert_eq!(ev[0].data, r#"{"t_ns":5}"#);
-        let many = br#"[{"channel":["bot-performance","dashboard"],"location_id":"*","event_type":"A"},
+        let many =
+            br#"[{"channel":["bot-performance","dashboard"],"location_id":"*","event_type":"A"},
                         {"channel":"*","location_id":"l","event_type":"B","data":null}]"#;
         let ev = parse_publish(many).unwrap();
         assert_eq!(ev[0].channels, vec!["bot-performance", "dashboard"]);

@@ -137,7 +137,9 @@ impl Hub {
                             st.streams
                                 .iter()
                                 .enumerate()
-                                .filter(|(_, s)| s.channel == channel && s.subs.iter().any(|n| *n > 0))
+                                .filter(|(_, s)| {
+                                    s.channel == channel && s.subs.iter().any(|n| *n > 0)
+                                })
                                 .map(|(i, _)| i as u32),
                         ),
                     }
@@ -146,7 +148,14 @@ impl Hub {
                     let s = &mut st.streams[id as usize];
                     s.seq += 1;
                     total += 1;
-                    let frame = build_frame(s.channel, &s.location, &ev.event_type, s.seq, published_at, ev.data);
+                    let frame = build_frame(
+                        s.channel,
+                        &s.location,
+                        &ev.event_type,
+                        s.seq,
+                        published_at,
+                        ev.data,
+                    );
                     for (lp, n) in s.subs.iter().enumerate() {
                         if *n > 0 {
                             lock(&self.inboxes[lp].queue).push(Delivery {
@@ -258,7 +267,10 @@ mod tests {
         assert_eq!(hub.publish(&events), 3);
         assert!(hub.take(0, Vec::new()).is_empty());
         let got = hub.take(1, Vec::new());
-        assert_eq!(got.iter().map(|d| (d.stream, d.seq)).collect::<Vec<_>>(), vec![(id, 1), (id, 2)]);
+        assert_eq!(
+            got.iter().map(|d| (d.stream, d.seq)).collect::<Vec<_>>(),
+            vec![(id, 1), (id, 2)]
+        );
         // Stream b got seq 1 though nobody listens; a late subscriber sees it as last_seq.
         assert_eq!(hub.subscribe(0, "dashboard", "b").1, 1);
         assert_eq!(hub.subscribe(0, "dashboard", "a").1, 2);

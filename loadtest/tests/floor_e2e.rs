@@ -1,0 +1,146 @@
+//! End to end: the harness against its own floor server on 127.0.0.1 (port 0).
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+const BIN: &str = env!("CARGO_BIN_EXE_bistream-loadtest");
+
+struct Floor(Child);
+
+impl Drop for Floor {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts a floor on a free port; answers it and its address.
+fn floor(threads: &str) -> (Floor, String) {
+    let mut child = Command::new(BIN)
+        .args([
+            "floor",
+            "--listen",
+            "127.0.0.1:0",
+            "--threads",
+            threads,
+            "--exit-after",
+            "120s",
+        ])
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start floor");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut line = String::new();
+    BufReader::new(stderr)
+        .read_line(&mut line)
+        .expect("floor banner");
+    let addr = line
+        .split_whitespace()
+        .skip_while(|w| *w != "on")
+        .nth(1)
+        .expect("address in banner")
+        .to_owned();
+    (Floor(child), addr)
+}
+
+fn run(args: &[&str]) -> (i32, serde_json::Value) {
+    let out = Command::new(BIN)
+        .args(args)
+        .args(["--json", "--quiet"])
+        .output()
+        .expect("run loadtest");
+    let json = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+    (out.status.code().unwrap_or(-1), json)
+}
+
+#[test]
+fn every_event_reaches_every_connection() {
+    let (_floor, addr) = floor("2");
+    let (code, j) = run(&[
+        "--url",
+        &addr,
+        "-c",
+        "300",
+        "--channels",
+        "2",
+        "--locations",
+        "3",
+        "--rate",
+        "60",
+        "--duration",
+        "2s",
+        "--warmup",
+        "500ms",
+        "--procs",
+        "2",
+        "--slo",
+        "loss=0,order=0",
+    ]);
+    assert_eq!(code, 0, "{j}");
+    let d = &j["deliveries"];
+    let published = j["published"]["events"].as_u64().unwrap();
+    assert_eq!(published, 150); // 60/s for 2.5 s
+    assert_eq!(j["connections"]["established"], 300);
+    // 6 streams, 50 connections and 25 events each.
+    assert_eq!(d["expected"], 300 * 25);
+    assert_eq!(d["total"], 300 * 25);
+    assert_eq!(d["lost"], 0);
+    assert_eq!(d["order_violations"], 0);
+    assert_eq!(d["measured"], 300 * 20);
+    assert!(j["latency"]["p99_ns"].as_u64().unwrap() > 0);
+}
+
+#[test]
+fn slo_breach_exits_1_and_bad_slo_exits_2() {
+    let (_floor, addr) = floor("1");
+    let (code, j) = run(&[
+        "--url",
+        &addr,
+        "-c",
+        "20",
+        "--burst",
+        "50",
+        "--batch",
+        "25",
+        "--warmup",
+        "0s",
+        "--slo",
+        "p50<1ns,loss=0",
+    ]);
+    assert_eq!(code, 1, "{j}");
+    assert_eq!(j["deliveries"]["total"], 20 * 50);
+    assert_eq!(j["slo"][0]["ok"], false);
+    assert_eq!(j["slo"][1]["ok"], true);
+    let out = Command::new(BIN)
+        .args(["--url", &addr, "--slo", "p99<fast"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("p99<fast"));
+}
+
+#[test]
+fn refuses_remote_targets_and_reports_unreachable_servers() {
+    let out = Command::new(BIN)
+        .args(["--url", "ws://192.0.2.1:8000"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--allow-remote"));
+    // Nothing listens on port 1: every connection fails, the run exits 3.
+    let out = Command::new(BIN)
+        .args([
+            "--url",
+            "127.0.0.1:1",
+            "-c",
+            "5",
+            "--connect-timeout",
+            "1s",
+            "--quiet",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("refused 5"), "{text}");
+}
