@@ -3,7 +3,7 @@ CARGO ?= cargo
 BIN := target/release/bistream
 SHARED ?= ../shared
 
-.PHONY: all build run test unit lint fmt bench loadtest loadtest-smoke autobahn fuzz clean
+.PHONY: all build run test unit lint fmt bench loadtest loadtest-smoke autobahn fuzz nginx-test dist clean
 
 all: build
 
@@ -21,6 +21,7 @@ test:
 	$(MAKE) autobahn
 	$(MAKE) fuzz
 	$(MAKE) loadtest-smoke
+	$(MAKE) nginx-test
 
 unit:
 	$(CARGO) test --workspace --lib --bins
@@ -34,6 +35,39 @@ fmt:
 
 bench:
 	$(CARGO) bench --bench hot_paths
+
+## A short default scenario against a freshly started server, printing the table.
+loadtest: build
+	tests/loadtest/run.sh --threads 1 -- --connections 1000 --rate 100 --publishers 4 --duration 10s
+
+## CI: proves the harness end to end in seconds; the SLO is loose on purpose.
+loadtest-smoke: build
+	tests/loadtest/run.sh -- --connections 300 --channels all --locations 2 --rate 50 \
+	  --publishers 2 --duration 3s --slo "p99<2s,loss=0,order=0"
+
+## bistream behind the real nginx (Debian package, installed when missing), both
+## upstream kinds; see docs/nginx.md. Uses the debug binary `cargo test` built.
+nginx-test:
+	$(CARGO) build --bin bistream
+	python3 tests/nginx/run.py --bin target/debug/bistream
+
+## A release binary for the edge (static musl when that target is installed, else
+## glibc) with its systemd unit and env file: target/dist/*.tar.gz. docs/deploy.md.
+dist:
+	CARGO="$(CARGO)" sh dist/build.sh
+
+## Autobahn|Testsuite cases 1-7 and 10 against /ws/echo of the release binary;
+## installs wstest into AUTOBAHN_DIR (cached), report in target/autobahn/.
+AUTOBAHN_DIR ?= /tmp/autobahn
+autobahn:
+	$(CARGO) build --release -p bistream --bin bistream
+	bash tests/autobahn/run.sh $(SHARED) $(AUTOBAHN_DIR) target/autobahn
+
+## libFuzzer on the request-head parser and the client-frame reader, FUZZ_SECONDS
+## each; installs cargo-fuzz when missing (stable toolchain). fuzz/README.md.
+FUZZ_SECONDS ?= 30
+fuzz:
+	bash fuzz/run.sh $(FUZZ_SECONDS)
 
 clean:
 	$(CARGO) clean
