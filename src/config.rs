@@ -70,9 +70,7 @@ fn parse_listen(s: &str) -> Result<ListenAddr, String> {
 /// Sizes: plain bytes or a binary/decimal unit (`64KiB`, `1MiB`, `1MB`, `512k`).
 pub fn parse_size(s: &str) -> Result<usize, String> {
     let t = s.trim();
-    let split = t
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(t.len());
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
     let n: u64 = num
         .parse()
@@ -90,6 +88,27 @@ pub fn parse_size(s: &str) -> Result<usize, String> {
     n.checked_mul(mult)
         .and_then(|v| usize::try_from(v).ok())
         .ok_or_else(|| format!("`{s}` is too large"))
+}
+
+/// An octal file mode: `0660`, `660` or `0o660`.
+pub fn parse_mode(s: &str) -> Result<u32, String> {
+    let t = s.trim();
+    let digits = t.strip_prefix("0o").unwrap_or(t);
+    match u32::from_str_radix(digits, 8) {
+        Ok(m) if m <= 0o777 => Ok(m),
+        _ => Err(format!("`{s}` is not an octal file mode (write 0660)")),
+    }
+}
+
+/// A CIDR block, or a bare address meaning just that address.
+pub fn parse_cidr(s: &str) -> Result<ipnet::IpNet, String> {
+    let t = s.trim();
+    if let Ok(net) = t.parse::<ipnet::IpNet>() {
+        return Ok(net);
+    }
+    t.parse::<std::net::IpAddr>()
+        .map(ipnet::IpNet::from)
+        .map_err(|_| format!("`{s}` is not a CIDR block (write 10.0.0.0/8 or 127.0.0.1)"))
 }
 
 /// Durations: `25s`, `500ms`, `2m`, `1h` (humantime syntax).
@@ -143,96 +162,113 @@ pub struct TokenArgs {
 #[derive(Debug, Args, Clone)]
 pub struct ServerArgs {
     /// Address to listen on: HOST:PORT or unix:/path (repeatable).
-    #[arg(long, env = "BISTREAM_LISTEN", value_delimiter = ',', default_value = DEFAULT_LISTEN, value_parser = parse_listen)]
+    #[arg(global = true, long, env = "BISTREAM_LISTEN", value_delimiter = ',', default_value = DEFAULT_LISTEN, value_parser = parse_listen)]
     pub listen: Vec<ListenAddr>,
 
     /// Event-loop threads (default: the number of cores).
-    #[arg(long, env = "BISTREAM_THREADS")]
+    #[arg(global = true, long, env = "BISTREAM_THREADS")]
     pub threads: Option<usize>,
 
     /// Most open connections, handshakes in progress included
     /// (default: the process's open-file limit minus a small headroom).
-    #[arg(long, env = "BISTREAM_MAX_CONNECTIONS")]
+    #[arg(global = true, long, env = "BISTREAM_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
 
     /// Outbound bytes held per connection beyond what the kernel accepted; past it: close 1013.
-    #[arg(long, env = "BISTREAM_MAX_QUEUE_BYTES", default_value = "1MiB", value_parser = parse_size)]
+    #[arg(global = true, long, env = "BISTREAM_MAX_QUEUE_BYTES", default_value = "1MiB", value_parser = parse_size)]
     pub max_queue_bytes: usize,
 
     /// Largest client message; larger ones close the connection with 1009.
-    #[arg(long, env = "BISTREAM_MAX_MESSAGE_SIZE", default_value = "64KiB", value_parser = parse_size)]
+    #[arg(global = true, long, env = "BISTREAM_MAX_MESSAGE_SIZE", default_value = "64KiB", value_parser = parse_size)]
     pub max_message_size: usize,
 
     /// Largest HTTP request head; larger ones get 431.
-    #[arg(long, env = "BISTREAM_MAX_HEAD_SIZE", default_value = "8KiB", value_parser = parse_size)]
+    #[arg(global = true, long, env = "BISTREAM_MAX_HEAD_SIZE", default_value = "8KiB", value_parser = parse_size)]
     pub max_head_size: usize,
 
     /// Interval between server pings; a connection silent for two intervals is closed (1008).
-    #[arg(long, env = "BISTREAM_HEARTBEAT_INTERVAL", default_value = "25s", value_parser = parse_duration)]
+    #[arg(global = true, long, env = "BISTREAM_HEARTBEAT_INTERVAL", default_value = "25s", value_parser = parse_duration)]
     pub heartbeat_interval: Duration,
 
     /// Time from accept within which the request head must be complete.
-    #[arg(long, env = "BISTREAM_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    #[arg(global = true, long, env = "BISTREAM_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub handshake_timeout: Duration,
 
     /// Idle time after which a keep-alive HTTP (publish API) connection is closed.
-    #[arg(long, env = "BISTREAM_KEEPALIVE_TIMEOUT", default_value = "75s", value_parser = parse_duration)]
+    #[arg(global = true, long, env = "BISTREAM_KEEPALIVE_TIMEOUT", default_value = "75s", value_parser = parse_duration)]
     pub keepalive_timeout: Duration,
 
     /// On SIGTERM/SIGINT: time allowed to flush clients and close them with 1001.
-    #[arg(long, env = "BISTREAM_DRAIN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    #[arg(global = true, long, env = "BISTREAM_DRAIN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
 
     /// Events kept per stream for recovery (`since`/`epoch`); 0 disables recovery.
-    #[arg(long, env = "BISTREAM_HISTORY_SIZE", default_value_t = DEFAULT_HISTORY_SIZE)]
+    #[arg(global = true, long, env = "BISTREAM_HISTORY_SIZE", default_value_t = DEFAULT_HISTORY_SIZE)]
     pub history_size: usize,
 
     /// Process-wide cap on history bytes; the oldest events are evicted first.
-    #[arg(long, env = "BISTREAM_HISTORY_MAX_BYTES", default_value = "256MiB", value_parser = parse_size)]
+    #[arg(global = true, long, env = "BISTREAM_HISTORY_MAX_BYTES", default_value = "256MiB", value_parser = parse_size)]
     pub history_max_bytes: usize,
 
     /// A stream with no subscribers and no events for this long is forgotten.
-    #[arg(long, env = "BISTREAM_HISTORY_TTL", default_value = "10m", value_parser = parse_duration)]
+    #[arg(global = true, long, env = "BISTREAM_HISTORY_TTL", default_value = "10m", value_parser = parse_duration)]
     pub history_ttl: Duration,
 
     /// HS256 secret (at least 32 bytes). Without one the server runs open, on loopback only.
-    #[arg(long, env = "JWT_SECRET_KEY", hide_env_values = true)]
+    #[arg(global = true, long, env = "JWT_SECRET_KEY", hide_env_values = true)]
     pub jwt_secret: Option<String>,
 
     /// Read the JWT secret from a file (systemd credentials, Kubernetes secrets).
-    #[arg(long, env = "BISTREAM_JWT_SECRET_FILE")]
+    #[arg(global = true, long, env = "BISTREAM_JWT_SECRET_FILE")]
     pub jwt_secret_file: Option<PathBuf>,
 
     /// Previous secret, accepted for verification only (rotation).
-    #[arg(long, env = "JWT_SECRET_KEY_PREVIOUS", hide_env_values = true)]
+    #[arg(global = true, long, env = "JWT_SECRET_KEY_PREVIOUS", hide_env_values = true)]
     pub jwt_secret_previous: Option<String>,
 
     /// Read the previous secret from a file.
-    #[arg(long, env = "BISTREAM_JWT_SECRET_PREVIOUS_FILE")]
+    #[arg(global = true, long, env = "BISTREAM_JWT_SECRET_PREVIOUS_FILE")]
     pub jwt_secret_previous_file: Option<PathBuf>,
 
     /// Clock-skew leeway for `exp` and `nbf`.
-    #[arg(long, env = "BISTREAM_JWT_LEEWAY", default_value = "5s", value_parser = parse_duration)]
+    #[arg(global = true, long, env = "BISTREAM_JWT_LEEWAY", default_value = "5s", value_parser = parse_duration)]
     pub jwt_leeway: Duration,
 
     /// Run without tokens even on a non-loopback address.
-    #[arg(long, env = "BISTREAM_ALLOW_ANONYMOUS")]
+    #[arg(global = true, long, env = "BISTREAM_ALLOW_ANONYMOUS")]
     pub allow_anonymous: bool,
 
     /// Allowed `Origin` values, comma-separated exact matches (default: any origin).
-    #[arg(long, env = "BISTREAM_ALLOWED_ORIGINS", value_delimiter = ',')]
+    #[arg(global = true, long, env = "BISTREAM_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub allowed_origins: Vec<String>,
 
     /// Serve /ws/echo for conformance suites (test deployments only).
-    #[arg(long, env = "BISTREAM_ENABLE_ECHO")]
+    #[arg(global = true, long, env = "BISTREAM_ENABLE_ECHO")]
     pub enable_echo: bool,
 
     /// Publish plausible demo BI events to a few locations every second.
-    #[arg(long, env = "BISTREAM_DEMO")]
+    #[arg(global = true, long, env = "BISTREAM_DEMO")]
     pub demo: bool,
 
+    /// File mode of Unix sockets given with `--listen unix:/path`, in octal (e.g. 0660).
+    #[arg(global = true, long, env = "BISTREAM_UNIX_SOCKET_MODE", value_parser = parse_mode)]
+    pub unix_socket_mode: Option<u32>,
+
+    /// Proxies (CIDR list, e.g. 127.0.0.1/32,10.0.0.0/8) whose X-Forwarded-For / X-Real-IP
+    /// name the client. From anyone else these headers are ignored.
+    #[arg(global = true, long, env = "BISTREAM_TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_cidr)]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+
+    /// Most WebSocket connections per client address (default: no per-address limit); past it: 503.
+    #[arg(global = true, long, env = "BISTREAM_MAX_CONNECTIONS_PER_IP")]
+    pub max_connections_per_ip: Option<usize>,
+
+    /// Print the effective configuration (secrets redacted) and exit; non-zero if it is invalid.
+    #[arg(global = true, long)]
+    pub check_config: bool,
+
     /// Log level (error, warn, info, debug, trace); RUST_LOG overrides it.
-    #[arg(long, env = "BISTREAM_LOG_LEVEL", default_value = "info")]
+    #[arg(global = true, long, env = "BISTREAM_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
 }
 
@@ -250,6 +286,17 @@ pub enum ConfigError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("{value} and {file} are both set: give the {what} one way only")]
+    SecretTwice {
+        what: &'static str,
+        value: &'static str,
+        file: &'static str,
+    },
+    #[error(
+        "JWT_SECRET_KEY_PREVIOUS (or --jwt-secret-previous-file) is set but JWT_SECRET_KEY is not: \
+         the previous secret only verifies tokens during a rotation; set the current secret too"
+    )]
+    PreviousWithoutCurrent,
     #[error(transparent)]
     Secret(#[from] crate::auth::SecretError),
     #[error(
@@ -281,6 +328,9 @@ pub struct Config {
     pub allowed_origins: Vec<String>,
     pub enable_echo: bool,
     pub demo: bool,
+    pub unix_socket_mode: Option<u32>,
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    pub max_connections_per_ip: Option<usize>,
 }
 
 #[derive(Clone)]
@@ -305,7 +355,16 @@ fn read_secret(
     value: &Option<String>,
     file: &Option<PathBuf>,
     what: &'static str,
+    names: (&'static str, &'static str),
 ) -> Result<Option<Vec<u8>>, ConfigError> {
+    // Two sources for one secret: refuse rather than let one win silently.
+    if value.is_some() && file.is_some() {
+        return Err(ConfigError::SecretTwice {
+            what,
+            value: names.0,
+            file: names.1,
+        });
+    }
     if let Some(path) = file {
         let raw = std::fs::read(path).map_err(|source| ConfigError::SecretFile {
             what,
@@ -318,6 +377,78 @@ fn read_secret(
         return Ok(Some(trimmed.to_vec()));
     }
     Ok(value.as_ref().map(|v| v.as_bytes().to_vec()))
+}
+
+impl Config {
+    /// The effective configuration as `name = value` lines, secrets redacted:
+    /// what `--check-config` prints.
+    pub fn describe(&self) -> String {
+        let d = |v: Duration| humantime::format_duration(v).to_string();
+        let listen: Vec<String> = self.listen.iter().map(ToString::to_string).collect();
+        let list = |v: &[String]| {
+            if v.is_empty() {
+                "(any)".to_string()
+            } else {
+                v.join(",")
+            }
+        };
+        let proxies: Vec<String> = self
+            .trusted_proxies
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        let auth = match &self.auth {
+            None => "off (open: no tokens checked)".to_string(),
+            Some(a) => format!(
+                "HS256, secret <redacted {} bytes>{}, leeway {}",
+                a.secret.len(),
+                if a.previous.is_some() {
+                    ", previous secret <redacted>"
+                } else {
+                    ""
+                },
+                d(a.leeway)
+            ),
+        };
+        let lines = [
+            ("listen", listen.join(",")),
+            ("threads", self.threads.to_string()),
+            ("max-connections", self.max_connections.to_string()),
+            (
+                "max-connections-per-ip",
+                self.max_connections_per_ip
+                    .map_or("(none)".into(), |n| n.to_string()),
+            ),
+            ("max-queue-bytes", self.max_queue_bytes.to_string()),
+            ("max-message-size", self.max_message_size.to_string()),
+            ("max-head-size", self.max_head_size.to_string()),
+            ("heartbeat-interval", d(self.heartbeat_interval)),
+            ("handshake-timeout", d(self.handshake_timeout)),
+            ("keepalive-timeout", d(self.keepalive_timeout)),
+            ("drain-timeout", d(self.drain_timeout)),
+            ("history-size", self.history_size.to_string()),
+            ("history-max-bytes", self.history_max_bytes.to_string()),
+            ("history-ttl", d(self.history_ttl)),
+            ("auth", auth),
+            ("allowed-origins", list(&self.allowed_origins)),
+            (
+                "trusted-proxies",
+                if proxies.is_empty() {
+                    "(none)".into()
+                } else {
+                    proxies.join(",")
+                },
+            ),
+            (
+                "unix-socket-mode",
+                self.unix_socket_mode
+                    .map_or("(umask default)".into(), |m| format!("{m:04o}")),
+            ),
+            ("enable-echo", self.enable_echo.to_string()),
+            ("demo", self.demo.to_string()),
+        ];
+        lines.iter().map(|(k, v)| format!("{k} = {v}\n")).collect()
+    }
 }
 
 /// The open-file limit after raising the soft limit to the hard one.
@@ -367,13 +498,30 @@ impl Config {
             "10ms",
         )?;
         min("max-connections", a.max_connections != Some(0), "1")?;
+        min(
+            "max-connections-per-ip",
+            a.max_connections_per_ip != Some(0),
+            "1",
+        )?;
 
-        let secret = read_secret(&a.jwt_secret, &a.jwt_secret_file, "the JWT secret")?;
+        let secret = read_secret(
+            &a.jwt_secret,
+            &a.jwt_secret_file,
+            "the JWT secret",
+            ("JWT_SECRET_KEY (or --jwt-secret)", "--jwt-secret-file"),
+        )?;
         let previous = read_secret(
             &a.jwt_secret_previous,
             &a.jwt_secret_previous_file,
             "the previous JWT secret",
+            (
+                "JWT_SECRET_KEY_PREVIOUS (or --jwt-secret-previous)",
+                "--jwt-secret-previous-file",
+            ),
         )?;
+        if secret.is_none() && previous.is_some() {
+            return Err(ConfigError::PreviousWithoutCurrent);
+        }
         let auth = match secret {
             Some(secret) => {
                 // Validate now so that a short secret stops start-up, not the first handshake.
@@ -417,6 +565,9 @@ impl Config {
             allowed_origins: a.allowed_origins.clone(),
             enable_echo: a.enable_echo,
             demo: a.demo,
+            unix_socket_mode: a.unix_socket_mode,
+            trusted_proxies: a.trusted_proxies.clone(),
+            max_connections_per_ip: a.max_connections_per_ip,
         })
     }
 }
@@ -443,6 +594,19 @@ mod tests {
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn modes_and_cidrs() {
+        assert_eq!(parse_mode("0660"), Ok(0o660));
+        assert_eq!(parse_mode("0o600"), Ok(0o600));
+        assert!(parse_mode("999").is_err());
+        assert!(parse_mode("01777").is_err());
+        assert_eq!(parse_cidr("10.0.0.0/8").unwrap().to_string(), "10.0.0.0/8");
+        assert_eq!(parse_cidr("127.0.0.1").unwrap().to_string(), "127.0.0.1/32");
+        assert_eq!(parse_cidr("::1").unwrap().to_string(), "::1/128");
+        assert!(parse_cidr("10.0.0.0/33").is_err());
+        assert!(parse_cidr("proxy").is_err());
     }
 
     #[test]
@@ -490,6 +654,33 @@ mod tests {
             1024,
         );
         assert!(ok.is_ok());
+    }
+
+    #[test]
+    fn ambiguous_or_orphaned_secrets_refused() {
+        let s = "x".repeat(32);
+        let e = Config::from_args(
+            &args(&["--jwt-secret", &s, "--jwt-secret-file", "/dev/null"]),
+            1024,
+        );
+        assert!(matches!(e, Err(ConfigError::SecretTwice { .. })));
+        let e = Config::from_args(&args(&["--jwt-secret-previous", &s]), 1024);
+        assert!(matches!(e, Err(ConfigError::PreviousWithoutCurrent)));
+        let ok = Config::from_args(
+            &args(&["--jwt-secret", &s, "--jwt-secret-previous", &s]),
+            1024,
+        );
+        assert!(ok.is_ok_and(|c| c.auth.is_some_and(|a| a.previous.is_some())));
+    }
+
+    #[test]
+    fn describe_redacts_secrets() {
+        let secret = "s".repeat(40);
+        let c = Config::from_args(&args(&["--jwt-secret", &secret]), 1024).unwrap();
+        let text = c.describe();
+        assert!(text.contains("listen = 127.0.0.1:8000"));
+        assert!(text.contains("auth = HS256, secret <redacted 40 bytes>"));
+        assert!(!text.contains(&secret));
     }
 
     #[test]

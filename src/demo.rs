@@ -29,7 +29,12 @@ impl Rng {
     }
 }
 
-fn event(channel: Channel, location: &str, event_type: &str, data: serde_json::Value) -> Option<PublishEvent> {
+fn event(
+    channel: Channel,
+    location: &str,
+    event_type: &str,
+    data: serde_json::Value,
+) -> Option<PublishEvent> {
     Some(PublishEvent {
         channels: ChannelSel::List(vec![channel]),
         location: LocationSel::One(location.into()),
@@ -43,20 +48,40 @@ fn tick(rng: &mut Rng, n: u64) -> Vec<PublishEvent> {
     let mut out = Vec::new();
     for loc in LOCATIONS {
         let revenue = rng.range(8_000.0, 25_000.0);
-        out.extend(event(Channel::Dashboard, loc, "REVENUE_UPDATE", json!({
-            "revenue_today": revenue, "orders": 40 + rng.next() % 60, "currency": "USD"})));
-        out.extend(event(Channel::RevenueIntelligence, loc, "REVENUE_FORECAST", json!({
-            "forecast_month": revenue * 30.0, "confidence": rng.range(0.7, 0.98)})));
+        out.extend(event(
+            Channel::Dashboard,
+            loc,
+            "REVENUE_UPDATE",
+            json!({
+            "revenue_today": revenue, "orders": 40 + rng.next() % 60, "currency": "USD"}),
+        ));
+        out.extend(event(
+            Channel::RevenueIntelligence,
+            loc,
+            "REVENUE_FORECAST",
+            json!({
+            "forecast_month": revenue * 30.0, "confidence": rng.range(0.7, 0.98)}),
+        ));
         out.extend(event(Channel::BusinessIntelligence, loc, "COMMISSION_UPDATE", json!({
             "agent_id": format!("agent-{}", rng.next() % 12), "commission": rng.range(50.0, 1500.0)})));
-        out.extend(event(Channel::BotPerformance, loc, "BOT_PERFORMANCE", json!({
+        out.extend(event(
+            Channel::BotPerformance,
+            loc,
+            "BOT_PERFORMANCE",
+            json!({
             "bot": "sales-assistant", "conversations": 100 + rng.next() % 400,
-            "resolution_rate": rng.range(0.6, 0.95), "avg_response_ms": 200 + rng.next() % 900})));
+            "resolution_rate": rng.range(0.6, 0.95), "avg_response_ms": 200 + rng.next() % 900}),
+        ));
         out.extend(event(Channel::AiConcierge, loc, "CONCIERGE_SESSION", json!({
             "session_id": format!("s-{n}-{}", rng.next() % 1000), "active_sessions": rng.next() % 30,
             "satisfaction": rng.range(3.5, 5.0)})));
-        out.extend(event(Channel::AnalyticsAdvanced, loc, "ANALYTICS_SNAPSHOT", json!({
-            "visitors": 500 + rng.next() % 2000, "conversion_rate": rng.range(0.01, 0.08)})));
+        out.extend(event(
+            Channel::AnalyticsAdvanced,
+            loc,
+            "ANALYTICS_SNAPSHOT",
+            json!({
+            "visitors": 500 + rng.next() % 2000, "conversion_rate": rng.range(0.01, 0.08)}),
+        ));
     }
     out
 }

@@ -25,6 +25,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if cli.server.check_config {
+        print!("{}", config.describe());
+        return ExitCode::SUCCESS;
+    }
     match cli.command {
         Some(Command::Token(t)) => token(&config, &t),
         None => serve(config),
@@ -105,7 +109,11 @@ fn serve(config: Config) -> ExitCode {
     let first = signals.forever().next();
     log::info!(
         "received {}: draining (up to {:?})",
-        if first == Some(SIGINT) { "SIGINT" } else { "SIGTERM" },
+        if first == Some(SIGINT) {
+            "SIGINT"
+        } else {
+            "SIGTERM"
+        },
         drain_timeout
     );
     server.drain();

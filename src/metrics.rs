@@ -112,7 +112,10 @@ impl Metrics {
             &["code"],
         ));
         let publish_requests = must(IntCounterVec::new(
-            Opts::new(PUBLISH_REQUESTS_TOTAL, "POST /api/events requests, by HTTP status"),
+            Opts::new(
+                PUBLISH_REQUESTS_TOTAL,
+                "POST /api/events requests, by HTTP status",
+            ),
             &["status"],
         ));
         for c in [

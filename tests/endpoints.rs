@@ -30,9 +30,19 @@ fn every_endpoint_streams_its_channel() {
         assert_eq!(hello["last_seq"], 0);
         assert_eq!(hello["heartbeat_interval_ms"], 25000);
         assert!(hello["epoch"].as_str().is_some_and(|e| !e.is_empty()));
-        assert!(hello["connection_id"].as_str().is_some_and(|c| c.starts_with("c-")));
+        assert!(hello["connection_id"]
+            .as_str()
+            .is_some_and(|c| c.starts_with("c-")));
         assert!(hello["server_time"].as_u64().unwrap() > 1_700_000_000_000);
-        let (st, body) = s.publish(&event(channel, "loc-7", "REVENUE_UPDATE", json!({"commission": 1250.5})).to_string());
+        let (st, body) = s.publish(
+            &event(
+                channel,
+                "loc-7",
+                "REVENUE_UPDATE",
+                json!({"commission": 1250.5}),
+            )
+            .to_string(),
+        );
         assert_eq!((st, &body), (202, &json!({"accepted": 1})));
         let ev = recv_json(&mut ws);
         assert_eq!(ev["type"], "event");
@@ -60,7 +70,8 @@ fn established_is_the_first_message_and_names_the_current_seq() {
 fn ping_pong_errors_and_control_frames() {
     let s = Server::start(&[]);
     let (mut ws, _) = s.subscribe("/ws/dashboard/loc-1");
-    ws.send(Message::text(r#"{"type":"ping","id":"abc"}"#)).unwrap();
+    ws.send(Message::text(r#"{"type":"ping","id":"abc"}"#))
+        .unwrap();
     let pong = recv_json(&mut ws);
     assert_eq!(pong["type"], "pong");
     assert_eq!(pong["id"], "abc");
@@ -70,7 +81,13 @@ fn ping_pong_errors_and_control_frames() {
     assert_eq!(pong["type"], "pong");
     assert!(pong.get("id").is_none());
 
-    for bad in ["not json", "[1,2]", r#"{"type":"dance"}"#, r#"{"no":"type"}"#, r#"{"type":"subscribe","event_types":"X"}"#] {
+    for bad in [
+        "not json",
+        "[1,2]",
+        r#"{"type":"dance"}"#,
+        r#"{"no":"type"}"#,
+        r#"{"type":"subscribe","event_types":"X"}"#,
+    ] {
         ws.send(Message::text(bad)).unwrap();
         let e = recv_json(&mut ws);
         assert_eq!(e["type"], "error", "{bad}");
@@ -130,14 +147,25 @@ fn events_filter_and_subscribe_replace_it() {
     assert_eq!(recv_json(&mut ws)["event_type"], "A");
     assert_eq!(recv_json(&mut ws)["event_type"], "B");
 
-    ws.send(Message::text(r#"{"type":"subscribe","event_types":["C"]}"#)).unwrap();
-    assert_eq!(recv_json(&mut ws), json!({"type":"subscribed","event_types":["C"]}));
+    ws.send(Message::text(r#"{"type":"subscribe","event_types":["C"]}"#))
+        .unwrap();
+    assert_eq!(
+        recv_json(&mut ws),
+        json!({"type":"subscribed","event_types":["C"]})
+    );
     s.publish(&batch.to_string());
     let ev = recv_json(&mut ws);
-    assert_eq!((ev["event_type"].clone(), ev["seq"].clone()), (json!("C"), json!(5)));
+    assert_eq!(
+        (ev["event_type"].clone(), ev["seq"].clone()),
+        (json!("C"), json!(5))
+    );
 
-    ws.send(Message::text(r#"{"type":"subscribe","event_types":[]}"#)).unwrap();
-    assert_eq!(recv_json(&mut ws), json!({"type":"subscribed","event_types":[]}));
+    ws.send(Message::text(r#"{"type":"subscribe","event_types":[]}"#))
+        .unwrap();
+    assert_eq!(
+        recv_json(&mut ws),
+        json!({"type":"subscribed","event_types":[]})
+    );
     s.publish(&batch.to_string());
     let seqs: Vec<Value> = (0..3).map(|_| recv_json(&mut ws)["seq"].clone()).collect();
     assert_eq!(seqs, vec![json!(7), json!(8), json!(9)]);
@@ -152,19 +180,36 @@ fn star_and_list_publishes_expand_per_stream() {
     let (mut bot, _) = s.subscribe("/ws/bot-performance/loc-9");
 
     // A list of channels, one location.
-    let (st, body) = s.publish(&json!({"channel":["dashboard","ai-concierge"],"location_id":"loc-1","event_type":"L"}).to_string());
+    let (st, body) = s.publish(
+        &json!({"channel":["dashboard","ai-concierge"],"location_id":"loc-1","event_type":"L"})
+            .to_string(),
+    );
     assert_eq!((st, body), (202, json!({"accepted": 1})));
     assert_eq!(recv_json(&mut d1)["event_type"], "L");
     let e = recv_json(&mut ai);
-    assert_eq!((e["event_type"].clone(), e["data"].clone()), (json!("L"), Value::Null));
+    assert_eq!(
+        (e["event_type"].clone(), e["data"].clone()),
+        (json!("L"), Value::Null)
+    );
 
     // Every channel, every location with subscribers: each stream numbers its own seq.
-    let (st, _) = s.publish(&json!({"channel":"*","location_id":"*","event_type":"ALL"}).to_string());
+    let (st, _) =
+        s.publish(&json!({"channel":"*","location_id":"*","event_type":"ALL"}).to_string());
     assert_eq!(st, 202);
     let e = recv_json(&mut d1);
-    assert_eq!((e["event_type"].clone(), e["seq"].clone()), (json!("ALL"), json!(2)));
+    assert_eq!(
+        (e["event_type"].clone(), e["seq"].clone()),
+        (json!("ALL"), json!(2))
+    );
     let e = recv_json(&mut d2);
-    assert_eq!((e["event_type"].clone(), e["seq"].clone(), e["location_id"].clone()), (json!("ALL"), json!(1), json!("loc-2")));
+    assert_eq!(
+        (
+            e["event_type"].clone(),
+            e["seq"].clone(),
+            e["location_id"].clone()
+        ),
+        (json!("ALL"), json!(1), json!("loc-2"))
+    );
     assert_eq!(recv_json(&mut ai)["seq"], 2);
     assert_eq!(recv_json(&mut bot)["channel"], "bot-performance");
 
@@ -181,13 +226,34 @@ fn star_and_list_publishes_expand_per_stream() {
 fn publish_validation_names_the_field() {
     let s = Server::start(&[]);
     let cases = [
-        (json!({"location_id":"l","event_type":"A"}).to_string(), "channel"),
-        (json!({"channel":"nope","location_id":"l","event_type":"A"}).to_string(), "channel"),
-        (json!({"channel":"dashboard","event_type":"A"}).to_string(), "location_id"),
-        (json!({"channel":"dashboard","location_id":"a/b","event_type":"A"}).to_string(), "location_id"),
-        (json!({"channel":"dashboard","location_id":"l"}).to_string(), "event_type"),
-        (json!({"channel":"dashboard","location_id":"l","event_type":"has space"}).to_string(), "event_type"),
-        (json!([event("dashboard","l","A",json!(1)), {"channel":"dashboard"}]).to_string(), "events[1]"),
+        (
+            json!({"location_id":"l","event_type":"A"}).to_string(),
+            "channel",
+        ),
+        (
+            json!({"channel":"nope","location_id":"l","event_type":"A"}).to_string(),
+            "channel",
+        ),
+        (
+            json!({"channel":"dashboard","event_type":"A"}).to_string(),
+            "location_id",
+        ),
+        (
+            json!({"channel":"dashboard","location_id":"a/b","event_type":"A"}).to_string(),
+            "location_id",
+        ),
+        (
+            json!({"channel":"dashboard","location_id":"l"}).to_string(),
+            "event_type",
+        ),
+        (
+            json!({"channel":"dashboard","location_id":"l","event_type":"has space"}).to_string(),
+            "event_type",
+        ),
+        (
+            json!([event("dashboard","l","A",json!(1)), {"channel":"dashboard"}]).to_string(),
+            "events[1]",
+        ),
     ];
     for (body, field) in cases {
         let (st, resp) = s.publish(&body);
@@ -219,7 +285,8 @@ fn keep_alive_publishing_of_ten_thousand_requests_on_one_connection() {
     let s = Server::start(&[]);
     let (mut ws, _) = s.subscribe("/ws/dashboard/loc-ka");
     let mut conn = TcpStream::connect(s.addr).unwrap();
-    conn.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     conn.set_nodelay(true).unwrap();
     let reader = std::thread::spawn(move || {
         let mut seen = 0u64;
@@ -237,7 +304,11 @@ fn keep_alive_publishing_of_ten_thousand_requests_on_one_connection() {
         for i in 0..100 {
             let body = event("dashboard", "loc-ka", "KA", json!(chunk * 100 + i)).to_string();
             out.extend_from_slice(
-                format!("POST /api/events HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n{body}", body.len()).as_bytes(),
+                format!(
+                    "POST /api/events HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                )
+                .as_bytes(),
             );
         }
         conn.write_all(&out).unwrap();
@@ -270,7 +341,10 @@ fn health_ready_and_metrics() {
     let (st, head, body) = s.get("/healthz");
     assert_eq!(st, 200);
     assert!(head.contains("application/json"));
-    assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["status"], "ok");
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["status"],
+        "ok"
+    );
     assert_eq!(s.get("/readyz").0, 200);
     let (st, head, body) = s.get("/metrics");
     assert_eq!(st, 200);
@@ -298,31 +372,58 @@ fn counters_move() {
     let (mut a, _) = s.subscribe("/ws/dashboard/m");
     let (mut b, _) = s.subscribe("/ws/bot-performance/m");
     let _ = http_raw(s.addr, upgrade_request("/ws/nope/m", "").as_bytes());
-    let _ = http_raw(s.addr, upgrade_request("/ws/dashboard/m", "").replace("Version: 13", "Version: 8").as_bytes());
-    s.publish(&json!({"channel":["dashboard","bot-performance"],"location_id":"m","event_type":"E"}).to_string());
+    let _ = http_raw(
+        s.addr,
+        upgrade_request("/ws/dashboard/m", "")
+            .replace("Version: 13", "Version: 8")
+            .as_bytes(),
+    );
+    s.publish(
+        &json!({"channel":["dashboard","bot-performance"],"location_id":"m","event_type":"E"})
+            .to_string(),
+    );
     recv_json(&mut a);
     recv_json(&mut b);
     // Deliveries are counted once the bytes are in the kernel; give the loop a moment to fold its counters.
     std::thread::sleep(Duration::from_millis(100));
     let m = s.metrics();
-    assert_eq!(metric(&m, "bistream_connections{channel=\"dashboard\"}"), 1.0);
-    assert_eq!(metric(&m, "bistream_connections{channel=\"bot-performance\"}"), 1.0);
+    assert_eq!(
+        metric(&m, "bistream_connections{channel=\"dashboard\"}"),
+        1.0
+    );
+    assert_eq!(
+        metric(&m, "bistream_connections{channel=\"bot-performance\"}"),
+        1.0
+    );
     assert_eq!(metric(&m, "bistream_connections_total"), 2.0);
     assert_eq!(metric(&m, "bistream_events_published_total"), 2.0);
     assert_eq!(metric(&m, "bistream_messages_delivered_total"), 2.0);
     assert_eq!(metric(&m, "bistream_delivery_latency_seconds_count"), 2.0);
-    assert_eq!(metric(&m, "bistream_handshake_failures_total{status=\"404\"}"), 1.0);
-    assert_eq!(metric(&m, "bistream_handshake_failures_total{status=\"426\"}"), 1.0);
+    assert_eq!(
+        metric(&m, "bistream_handshake_failures_total{status=\"404\"}"),
+        1.0
+    );
+    assert_eq!(
+        metric(&m, "bistream_handshake_failures_total{status=\"426\"}"),
+        1.0
+    );
     drop(a);
     std::thread::sleep(Duration::from_millis(200));
     let m = s.metrics();
-    assert_eq!(metric(&m, "bistream_connections{channel=\"dashboard\"}"), 0.0);
+    assert_eq!(
+        metric(&m, "bistream_connections{channel=\"dashboard\"}"),
+        0.0
+    );
 }
 
 fn refusal(s: &Server, req: &str) -> (u16, String, Value) {
     let (st, head, body) = http_raw(s.addr, req.as_bytes());
-    let v: Value = serde_json::from_str(&body).unwrap_or_else(|_| panic!("JSON body for {st}: {body:?}"));
-    assert!(v["error"].as_str().is_some() && v["message"].as_str().is_some(), "{v}");
+    let v: Value =
+        serde_json::from_str(&body).unwrap_or_else(|_| panic!("JSON body for {st}: {body:?}"));
+    assert!(
+        v["error"].as_str().is_some() && v["message"].as_str().is_some(),
+        "{v}"
+    );
     assert!(head.contains("Connection: close"), "{head}");
     (st, head, v)
 }
@@ -355,18 +456,50 @@ fn every_handshake_refusal_is_a_real_response() {
     assert_eq!(st, 426);
     assert!(head.contains("Sec-WebSocket-Version: 13"));
     // 404, 405.
-    assert_eq!(refusal(&s, &upgrade_request("/ws/unknown/loc-1", "")).0, 404);
-    assert_eq!(refusal(&s, &upgrade_request("/ws/echo", "")).0, 404, "echo is off by default");
+    assert_eq!(
+        refusal(&s, &upgrade_request("/ws/unknown/loc-1", "")).0,
+        404
+    );
+    assert_eq!(
+        refusal(&s, &upgrade_request("/ws/echo", "")).0,
+        404,
+        "echo is off by default"
+    );
     let (st, head, _) = refusal(&s, &ok.replacen("GET", "POST", 1));
     assert_eq!(st, 405);
     assert!(head.contains("Allow: GET"));
     // 431.
-    let big = ok.replace("Host: t\r\n", &format!("Host: t\r\nX-Pad: {}\r\n", "a".repeat(9000)));
+    let big = ok.replace(
+        "Host: t\r\n",
+        &format!("Host: t\r\nX-Pad: {}\r\n", "a".repeat(9000)),
+    );
     assert_eq!(refusal(&s, &big).0, 431);
     // Precedence: 404 beats 405 beats 400 beats 426.
-    assert_eq!(refusal(&s, &upgrade_request("/ws/unknown/x", "").replacen("GET", "PUT", 1)).0, 404);
-    assert_eq!(refusal(&s, &"PUT /ws/dashboard/%41 HTTP/1.1\r\nHost: t\r\n\r\n".to_string()).0, 405);
-    assert_eq!(refusal(&s, &upgrade_request("/ws/dashboard/loc-1?since=x", "").replace("Version: 13", "Version: 8")).0, 400);
+    assert_eq!(
+        refusal(
+            &s,
+            &upgrade_request("/ws/unknown/x", "").replacen("GET", "PUT", 1)
+        )
+        .0,
+        404
+    );
+    assert_eq!(
+        refusal(
+            &s,
+            &"PUT /ws/dashboard/%41 HTTP/1.1\r\nHost: t\r\n\r\n".to_string()
+        )
+        .0,
+        405
+    );
+    assert_eq!(
+        refusal(
+            &s,
+            &upgrade_request("/ws/dashboard/loc-1?since=x", "")
+                .replace("Version: 13", "Version: 8")
+        )
+        .0,
+        400
+    );
     // Not HTTP at all.
     assert_eq!(refusal(&s, "\x16\x03\x01\x00\x05hello\r\n\r\n").0, 400);
     // And the server still serves everyone.
@@ -419,10 +552,19 @@ fn unknown_api_paths_and_methods() {
     let s = Server::start(&[]);
     assert_eq!(s.get("/nope").0, 404);
     assert_eq!(s.get("/api/events").0, 405);
-    let (st, _, _) = http_raw(s.addr, b"POST /healthz HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n");
+    let (st, _, _) = http_raw(
+        s.addr,
+        b"POST /healthz HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n",
+    );
     assert_eq!(st, 405);
-    let (st, _, _) = http_raw(s.addr, b"POST /api/events HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n");
+    let (st, _, _) = http_raw(
+        s.addr,
+        b"POST /api/events HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    );
     assert_eq!(st, 411);
-    let (st, _, _) = http_raw(s.addr, b"POST /api/events HTTP/1.1\r\nHost: t\r\nContent-Length: 99999999\r\n\r\n");
+    let (st, _, _) = http_raw(
+        s.addr,
+        b"POST /api/events HTTP/1.1\r\nHost: t\r\nContent-Length: 99999999\r\n\r\n",
+    );
     assert_eq!(st, 413);
 }

@@ -14,7 +14,14 @@ fn a_thousand_event_batch_reaches_fifty_clients_in_seq_order() {
         .map(|_| s.subscribe("/ws/business-intelligence/batch").0)
         .collect();
     let batch: Vec<Value> = (0..1000)
-        .map(|i| event("business-intelligence", "batch", "COMMISSION_UPDATE", json!({"i": i})))
+        .map(|i| {
+            event(
+                "business-intelligence",
+                "batch",
+                "COMMISSION_UPDATE",
+                json!({"i": i}),
+            )
+        })
         .collect();
     let (st, body) = s.publish(&Value::Array(batch).to_string());
     assert_eq!((st, body), (202, json!({"accepted": 1000})));
@@ -39,8 +46,14 @@ fn two_thousand_connections_all_receive_one_broadcast() {
     }
     let connect_time = t0.elapsed();
     let m = s.metrics();
-    assert_eq!(metric(&m, "bistream_connections{channel=\"dashboard\"}"), 2000.0);
-    let (st, _) = s.publish(&json!({"channel":"dashboard","location_id":"*","event_type":"BROADCAST","data":{"n":1}}).to_string());
+    assert_eq!(
+        metric(&m, "bistream_connections{channel=\"dashboard\"}"),
+        2000.0
+    );
+    let (st, _) = s.publish(
+        &json!({"channel":"dashboard","location_id":"*","event_type":"BROADCAST","data":{"n":1}})
+            .to_string(),
+    );
     assert_eq!(st, 202);
     for ws in clients.iter_mut() {
         set_timeout(ws, Duration::from_secs(20));
@@ -50,7 +63,10 @@ fn two_thousand_connections_all_receive_one_broadcast() {
     }
     eprintln!("2000 connections in {connect_time:?}, broadcast received by all");
     std::thread::sleep(Duration::from_millis(100));
-    assert_eq!(metric(&s.metrics(), "bistream_messages_delivered_total"), 2000.0);
+    assert_eq!(
+        metric(&s.metrics(), "bistream_messages_delivered_total"),
+        2000.0
+    );
 }
 
 #[test]

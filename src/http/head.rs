@@ -17,8 +17,9 @@ pub enum Method {
     Other(String),
 }
 
-/// The parts of a request head the server uses.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// The parts of a request head the server uses. `Debug` redacts the query
+/// string and `Authorization` (they carry tokens): see [`RequestHead::loggable_target`].
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct RequestHead {
     pub method: Option<Method>,
     /// The path without the query string, exactly as sent (no decoding).
@@ -44,7 +45,42 @@ pub struct RequestHead {
     pub x_real_ip: Option<String>,
 }
 
+impl std::fmt::Debug for RequestHead {
+    // A token rides in `?token=` or `Authorization`: neither may reach a log line,
+    // not even through a debug dump of the head.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let redacted = |present: bool| if present { "<redacted>" } else { "<none>" };
+        f.debug_struct("RequestHead")
+            .field("method", &self.method)
+            .field("path", &self.path)
+            .field("query", &redacted(self.query.is_some()))
+            .field("minor_version", &self.minor_version)
+            .field("host", &self.host)
+            .field("connection", &self.connection)
+            .field("upgrade", &self.upgrade)
+            .field("sec_websocket_key", &self.sec_websocket_key)
+            .field("sec_websocket_version", &self.sec_websocket_version)
+            .field("origin", &self.origin)
+            .field("authorization", &redacted(self.authorization.is_some()))
+            .field("content_length", &self.content_length)
+            .field("chunked", &self.chunked)
+            .field("expect_continue", &self.expect_continue)
+            .field("x_forwarded_for", &self.x_forwarded_for)
+            .field("x_real_ip", &self.x_real_ip)
+            .finish()
+    }
+}
+
 impl RequestHead {
+    /// The request target as it may be logged: the path, and `?<redacted>` in
+    /// place of any query string (which may hold `token=`).
+    pub fn loggable_target(&self) -> String {
+        match self.query {
+            Some(_) => format!("{}?<redacted>", self.path),
+            None => self.path.clone(),
+        }
+    }
+
     pub fn method(&self) -> &Method {
         self.method.as_ref().unwrap_or(&Method::Get)
     }
@@ -117,7 +153,9 @@ pub fn parse_head(buf: &[u8], max_len: usize) -> Result<HeadStatus, HeadError> {
             };
         }
         Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooLarge),
-        Err(httparse::Error::Version) => return Err(HeadError::Malformed("not an HTTP/1.x request")),
+        Err(httparse::Error::Version) => {
+            return Err(HeadError::Malformed("not an HTTP/1.x request"))
+        }
         Err(_) => return Err(HeadError::Malformed("malformed request head")),
     };
     if len > max_len {
@@ -262,7 +300,10 @@ mod tests {
     #[test]
     fn malformed() {
         assert!(matches!(
-            parse_head(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n", 8192),
+            parse_head(
+                b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n",
+                8192
+            ),
             Err(HeadError::Malformed(_))
         ));
         assert!(matches!(
@@ -286,6 +327,21 @@ mod tests {
         );
         assert!(h.chunked);
         assert!(h.expect_continue);
+    }
+
+    #[test]
+    fn debug_and_loggable_target_never_show_a_token() {
+        let (h, _) = complete(
+            b"GET /ws/dashboard/loc-1?token=sekrit.jwt.sig HTTP/1.1\r\nAuthorization: Bearer hidden.jwt.sig\r\n\r\n",
+        );
+        let shown = format!("{h:?} {h:#?} {}", h.loggable_target());
+        assert!(
+            !shown.contains("sekrit") && !shown.contains("hidden"),
+            "{shown}"
+        );
+        assert_eq!(h.loggable_target(), "/ws/dashboard/loc-1?<redacted>");
+        let (h, _) = complete(b"GET /healthz HTTP/1.1\r\n\r\n");
+        assert_eq!(h.loggable_target(), "/healthz");
     }
 
     #[test]

@@ -123,11 +123,7 @@ fn parse_event_type(raw: Option<&RawValue>, at: &str) -> Result<Box<str>, Publis
     };
     match serde_json::from_str::<Value>(raw.get()) {
         Ok(Value::String(s)) if valid_event_type(&s) => Ok(s.into_boxed_str()),
-        _ => Err(field(
-            at,
-            "event_type",
-            "must match [A-Za-z0-9_.:-]{1,64}",
-        )),
+        _ => Err(field(at, "event_type", "must match [A-Za-z0-9_.:-]{1,64}")),
     }
 }
 
@@ -224,16 +220,24 @@ mod tests {
     #[test]
     fn errors_name_the_field() {
         assert!(err(r#"{"location_id":"l","event_type":"A"}"#).contains("`channel`"));
-        assert!(err(r#"{"channel":"nope","location_id":"l","event_type":"A"}"#).contains("`channel`"));
+        assert!(
+            err(r#"{"channel":"nope","location_id":"l","event_type":"A"}"#).contains("`channel`")
+        );
         assert!(err(r#"{"channel":[],"location_id":"l","event_type":"A"}"#).contains("`channel`"));
         assert!(err(r#"{"channel":"dashboard","event_type":"A"}"#).contains("`location_id`"));
-        assert!(err(r#"{"channel":"dashboard","location_id":"a/b","event_type":"A"}"#)
-            .contains("`location_id`"));
-        assert!(err(r#"{"channel":"dashboard","location_id":7,"event_type":"A"}"#)
-            .contains("`location_id`"));
+        assert!(
+            err(r#"{"channel":"dashboard","location_id":"a/b","event_type":"A"}"#)
+                .contains("`location_id`")
+        );
+        assert!(
+            err(r#"{"channel":"dashboard","location_id":7,"event_type":"A"}"#)
+                .contains("`location_id`")
+        );
         assert!(err(r#"{"channel":"dashboard","location_id":"l"}"#).contains("`event_type`"));
-        assert!(err(r#"{"channel":"dashboard","location_id":"l","event_type":"a b"}"#)
-            .contains("`event_type`"));
+        assert!(
+            err(r#"{"channel":"dashboard","location_id":"l","event_type":"a b"}"#)
+                .contains("`event_type`")
+        );
         let m = err(r#"[{"channel":"dashboard","location_id":"l","event_type":"A"}, 5]"#);
         assert!(m.starts_with("events[1]"), "{m}");
         assert!(err("not json").contains("JSON"));

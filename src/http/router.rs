@@ -110,7 +110,13 @@ mod tests {
             "/ws/dashboard/a/../b",
         ] {
             assert!(
-                matches!(route(p, false), Route::Stream { location: Err(()), .. }),
+                matches!(
+                    route(p, false),
+                    Route::Stream {
+                        location: Err(()),
+                        ..
+                    }
+                ),
                 "{p}"
             );
         }

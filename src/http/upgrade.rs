@@ -13,7 +13,10 @@ use crate::http::response::Refusal;
 /// What the handshake is for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
-    Stream { channel: Channel, location: Box<str> },
+    Stream {
+        channel: Channel,
+        location: Box<str>,
+    },
     Echo,
 }
 
@@ -39,12 +42,24 @@ pub struct UpgradeContext<'a> {
 }
 
 /// The query parameters of the contract; the first occurrence of each wins.
-#[derive(Debug, Default, PartialEq, Eq)]
+/// `Debug` redacts the token.
+#[derive(Default, PartialEq, Eq)]
 pub struct Query {
     pub token: Option<String>,
     pub events: Option<String>,
     pub since: Option<String>,
     pub epoch: Option<String>,
+}
+
+impl std::fmt::Debug for Query {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Query")
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("events", &self.events)
+            .field("since", &self.since)
+            .field("epoch", &self.epoch)
+            .finish()
+    }
 }
 
 pub fn parse_query(q: Option<&str>) -> Query {
@@ -63,6 +78,18 @@ pub fn parse_query(q: Option<&str>) -> Query {
         }
     }
     out
+}
+
+/// The request's token (§1), `None` when there is none: `Authorization: Bearer`
+/// wins over `?token=`, even when it is empty. Another scheme (`Basic` from a
+/// proxy's own login) is not a token, so the query parameter still counts.
+pub fn request_token(head: &RequestHead, query_token: Option<&str>) -> Option<String> {
+    match head.authorization.as_deref().and_then(bearer_token) {
+        Some(t) => Some(t),
+        None => query_token,
+    }
+    .filter(|t| !t.is_empty())
+    .map(str::to_string)
 }
 
 fn bad(code: &'static str, message: impl Into<String>) -> Refusal {
@@ -172,12 +199,8 @@ pub fn check_upgrade(
     }
     let mut token_exp = None;
     if let (Some(verifier), Target::Stream { channel, location }) = (ctx.verifier, &target) {
-        // 401: the header wins over the query parameter.
-        let token = match head.authorization.as_deref() {
-            Some(h) => bearer_token(h).map(str::to_string),
-            None => query.token.clone(),
-        };
-        let Some(token) = token.filter(|t| !t.is_empty()) else {
+        // 401
+        let Some(token) = request_token(head, query.token.as_deref()) else {
             return Err(unauthorized(&AuthError::Missing));
         };
         let claims = verifier.verify(&token).map_err(|e| unauthorized(&e))?;
@@ -241,7 +264,10 @@ mod tests {
     #[test]
     fn accepts_and_derives_the_rfc_key() {
         let u = check_upgrade(
-            &head(&upgrade_req("/ws/dashboard/loc-1?events=A,B&since=41&epoch=e1", "")),
+            &head(&upgrade_req(
+                "/ws/dashboard/loc-1?events=A,B&since=41&epoch=e1",
+                "",
+            )),
             stream(),
             &open_ctx(),
         )
@@ -255,21 +281,21 @@ mod tests {
 
     #[test]
     fn refusal_statuses() {
-        let st = |req: String, ctx: &UpgradeContext| check_upgrade(&head(&req), stream(), ctx)
-            .err()
-            .map(|r| r.status);
+        let st = |req: String, ctx: &UpgradeContext| {
+            check_upgrade(&head(&req), stream(), ctx)
+                .err()
+                .map(|r| r.status)
+        };
         let plain = "GET /ws/dashboard/loc-1 HTTP/1.1\r\nHost: x\r\n\r\n".to_string();
         assert_eq!(st(plain, &open_ctx()), Some(400));
-        let no_key = upgrade_req("/ws/dashboard/loc-1", "").replace(
-            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n",
-            "",
-        );
+        let no_key = upgrade_req("/ws/dashboard/loc-1", "")
+            .replace("Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n", "");
         assert_eq!(st(no_key, &open_ctx()), Some(400));
-        let bad_key = upgrade_req("/ws/dashboard/loc-1", "")
-            .replace("dGhlIHNhbXBsZSBub25jZQ==", "short");
+        let bad_key =
+            upgrade_req("/ws/dashboard/loc-1", "").replace("dGhlIHNhbXBsZSBub25jZQ==", "short");
         assert_eq!(st(bad_key, &open_ctx()), Some(400));
-        let no_version = upgrade_req("/ws/dashboard/loc-1", "")
-            .replace("Sec-WebSocket-Version: 13\r\n", "");
+        let no_version =
+            upgrade_req("/ws/dashboard/loc-1", "").replace("Sec-WebSocket-Version: 13\r\n", "");
         assert_eq!(st(no_version, &open_ctx()), Some(400));
         let v8 = upgrade_req("/ws/dashboard/loc-1", "").replace("Version: 13", "Version: 8");
         let r = check_upgrade(&head(&v8), stream(), &open_ctx()).unwrap_err();
@@ -313,16 +339,43 @@ mod tests {
             busy: Some("draining"),
             ..open_ctx()
         };
-        let req = upgrade_req("/ws/dashboard/loc-1?since=x", "").replace("Version: 13", "Version: 8");
+        let req =
+            upgrade_req("/ws/dashboard/loc-1?since=x", "").replace("Version: 13", "Version: 8");
         assert_eq!(
-            check_upgrade(&head(&req), stream(), &busy).unwrap_err().status,
+            check_upgrade(&head(&req), stream(), &busy)
+                .unwrap_err()
+                .status,
             400
         );
         let req = upgrade_req("/ws/dashboard/loc-1", "").replace("Version: 13", "Version: 8");
         assert_eq!(
-            check_upgrade(&head(&req), stream(), &busy).unwrap_err().status,
+            check_upgrade(&head(&req), stream(), &busy)
+                .unwrap_err()
+                .status,
             426
         );
+    }
+
+    #[test]
+    fn token_sources() {
+        let tok = |extra: &str, q: Option<&str>| {
+            request_token(&head(&upgrade_req("/ws/dashboard/loc-1", extra)), q)
+        };
+        assert_eq!(tok("", Some("q")).as_deref(), Some("q"));
+        assert_eq!(tok("", Some("")), None);
+        assert_eq!(tok("", None), None);
+        assert_eq!(
+            tok("Authorization: Bearer h\r\n", Some("q")).as_deref(),
+            Some("h")
+        );
+        // An empty bearer credential was still sent: it wins, and is missing.
+        assert_eq!(tok("Authorization: Bearer\r\n", Some("q")), None);
+        // Another scheme is not a token: the query counts.
+        assert_eq!(
+            tok("Authorization: Basic dTpw\r\n", Some("q")).as_deref(),
+            Some("q")
+        );
+        assert!(!format!("{:?}", parse_query(Some("token=abc.def"))).contains("abc"));
     }
 
     #[test]

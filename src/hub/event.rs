@@ -60,7 +60,14 @@ mod tests {
     #[test]
     fn encodes_valid_json_in_a_text_frame() {
         let data = RawValue::from_string(r#"{"commission": 1250.5}"#.into()).unwrap();
-        let f = encode_event(Channel::Dashboard, "loc-1", "REVENUE_UPDATE", 42, 1764190000456, &data);
+        let f = encode_event(
+            Channel::Dashboard,
+            "loc-1",
+            "REVENUE_UPDATE",
+            42,
+            1764190000456,
+            &data,
+        );
         assert_eq!(f[0], 0x81);
         let (len, payload) = if f[1] == 126 {
             (u16::from_be_bytes([f[2], f[3]]) as usize, &f[4..])

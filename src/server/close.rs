@@ -33,12 +33,15 @@ pub fn begin_closing(conn: &mut Connection, cx: &mut Ctx, until: Instant) {
 /// A handshake refusal (§1): a real HTTP response, then close.
 pub fn refuse(conn: &mut Connection, key: usize, cx: &mut Ctx, r: Refusal) {
     cx.shared.metrics.handshake_failure(r.status);
-    log::debug!(
-        "refused handshake from {}: {} {}",
-        conn.peer,
-        r.status,
-        r.code
-    );
+    match conn.client {
+        Some(ip) => log::debug!("refused handshake from {ip}: {} {}", r.status, r.code),
+        None => log::debug!(
+            "refused handshake from {}: {} {}",
+            conn.peer,
+            r.status,
+            r.code
+        ),
+    }
     answer_and_close(conn, key, cx, r.to_response(false));
 }
 
@@ -52,7 +55,14 @@ pub fn answer_and_close(conn: &mut Connection, key: usize, cx: &mut Ctx, bytes: 
 
 /// Sends a close frame after whatever is queued and closes.
 pub fn close_ws(conn: &mut Connection, key: usize, cx: &mut Ctx, code: CloseCode, reason: &str) {
-    close_ws_until(conn, key, cx, code, reason, cx.now + cx.shared.config.close_linger);
+    close_ws_until(
+        conn,
+        key,
+        cx,
+        code,
+        reason,
+        cx.now + cx.shared.config.close_linger,
+    );
 }
 
 fn close_ws_until(
@@ -89,6 +99,18 @@ pub fn slow_consumer(conn: &mut Connection, key: usize, cx: &mut Ctx) {
     close_ws(conn, key, cx, CloseCode::SlowConsumer, "slow consumer");
 }
 
+/// A replay that would not fit in the queue bound behind the 101 and the
+/// hello: those still go out (the client learns the handshake succeeded and the
+/// stream's `last_seq`), then 1013. Nothing of the replay is queued.
+pub fn slow_replay(conn: &mut Connection, key: usize, cx: &mut Ctx) {
+    if conn.is_closing() {
+        return;
+    }
+    cx.shared.metrics.slow_consumer_disconnects.inc();
+    log::debug!("closing {}: its replay exceeds the queue bound", conn.peer);
+    close_ws(conn, key, cx, CloseCode::SlowConsumer, "slow consumer");
+}
+
 /// The connection's deadline passed.
 pub fn on_timer(conn: &mut Connection, key: usize, cx: &mut Ctx) {
     let now = cx.now;
@@ -111,7 +133,11 @@ pub fn on_timer(conn: &mut Connection, key: usize, cx: &mut Ctx) {
                 conn,
                 key,
                 cx,
-                Refusal::new(503, "unavailable", "the server is too busy to subscribe you"),
+                Refusal::new(
+                    503,
+                    "unavailable",
+                    "the server is too busy to subscribe you",
+                ),
             );
         }
         State::Open(ws) => {
@@ -136,7 +162,7 @@ pub fn on_timer(conn: &mut Connection, key: usize, cx: &mut Ctx) {
 
 /// The server is draining: every client is flushed and closed with 1001.
 pub fn drain(conn: &mut Connection, key: usize, cx: &mut Ctx, deadline: Instant) {
-    match &conn.state {
+    match &mut conn.state {
         State::Open(_) => {
             close_ws_until(conn, key, cx, CloseCode::GoingAway, "going away", deadline)
         }
@@ -149,10 +175,14 @@ pub fn drain(conn: &mut Connection, key: usize, cx: &mut Ctx, deadline: Instant)
             );
         }
         State::Http(h) => {
+            // An idle connection is closed after a short grace rather than at
+            // once: one accepted just before the signal may have its request
+            // in flight (it gets its 503), and closing a socket with unread
+            // bytes would reset it. A request in progress is answered with
+            // `Connection: close`.
             if conn.inbuf.is_empty() && h.body.is_none() && conn.out.is_empty() {
-                conn.dead = true;
+                h.deadline = h.deadline.min(cx.now + cx.shared.config.close_linger);
             }
-            // A request in progress is answered with `Connection: close`.
         }
         State::Closing(_) => {}
     }

@@ -14,6 +14,7 @@
 
 use std::time::Instant;
 
+use crate::auth::Claims;
 use crate::channel::Channel;
 use crate::http::head::RequestHead;
 use crate::http::upgrade::Upgrade;
@@ -39,6 +40,10 @@ pub struct Connection {
     pub over_limit: bool,
     /// Set when the connection must be removed after the current handler.
     pub dead: bool,
+    /// The client's address once its head is parsed (through trusted proxies).
+    pub client: Option<std::net::IpAddr>,
+    /// Holds a `--max-connections-per-ip` slot for `client`, released on removal.
+    pub ip_slot: bool,
 }
 
 pub enum State {
@@ -54,7 +59,7 @@ pub struct HttpState {
     pub deadline: Instant,
     /// Bytes of `inbuf` already searched for the end of the head.
     pub scanned: usize,
-    pub body: Option<BodyWait>,
+    pub body: Option<Box<BodyWait>>,
 }
 
 /// A `POST /api/events` whose head is in and whose body is still arriving.
@@ -62,6 +67,8 @@ pub struct BodyWait {
     pub head: Box<RequestHead>,
     pub head_len: usize,
     pub body_len: usize,
+    /// The publisher token's claims, checked on the head (`None`: auth is off).
+    pub claims: Option<Claims>,
 }
 
 /// Upgrade accepted; waiting for the publisher to register the subscription.
@@ -136,5 +143,19 @@ pub fn passes(filter: &Option<Vec<Box<str>>>, event_type: &str) -> bool {
     match filter {
         None => true,
         Some(types) => types.iter().any(|t| &**t == event_type),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_idle_connection_stays_small() {
+        // The slab holds one of these per connection; the per-idle-connection
+        // memory target is 1 KiB in all, so the inline part must stay well below.
+        let size = std::mem::size_of::<Connection>();
+        eprintln!("Connection: {size} bytes, WsState: {} bytes", std::mem::size_of::<WsState>());
+        assert!(size <= 256, "Connection grew to {size} bytes");
     }
 }

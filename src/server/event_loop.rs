@@ -184,10 +184,10 @@ impl EventLoop {
             self.retry_ctrl();
             self.flush_dirty();
             self.fire_timers();
-            if self
-                .accept_paused_until
-                .is_some_and(|t| t <= self.cx.now)
-            {
+            // What the timers queued (pings, 408s, close frames) goes out now,
+            // not at the next wake-up, which may be a whole interval away.
+            self.flush_dirty();
+            if self.accept_paused_until.is_some_and(|t| t <= self.cx.now) {
                 self.accept_paused_until = None;
                 for i in 0..self.listeners.len() {
                     self.accept(i);
@@ -302,6 +302,8 @@ impl EventLoop {
             dirty: false,
             over_limit,
             dead: false,
+            client: None,
+            ip_slot: false,
         });
         self.after(key);
     }
@@ -380,14 +382,32 @@ impl EventLoop {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
+        if conn.out.is_empty() {
+            conn.dead = true;
+            return;
+        }
         match &conn.state {
             // The peer half-closed after its request: still answer what was asked.
-            State::Http(_) if !conn.out.is_empty() => {
+            State::Http(_) => {
                 let until = self.cx.now + self.cx.shared.config.close_linger;
                 super::close::begin_closing(conn, &mut self.cx, until);
-                self.cx.mark_dirty(key, conn);
             }
-            _ => conn.dead = true,
+            // Our close frame (or refusal) is still queued: it goes out before
+            // TCP closes, even when the peer half-closed right after its last frame.
+            State::Closing(_) => {}
+            _ => {
+                conn.dead = true;
+                return;
+            }
+        }
+        // The peer's EOF is in: once the answer is out there is nothing left
+        // to wait for. What the socket does not take now goes out on
+        // writability, within the linger.
+        self.flush(key);
+        if let Some(conn) = self.conns.get_mut(key) {
+            if conn.out.is_empty() {
+                conn.dead = true;
+            }
         }
     }
 
@@ -598,10 +618,15 @@ impl EventLoop {
             // The transport ended without a close handshake.
             self.cx.detach(&ws.kind);
             let m = &self.cx.shared.metrics;
-            m.connections.with_label_values(&[ws.kind.metric_label()]).dec();
+            m.connections
+                .with_label_values(&[ws.kind.metric_label()])
+                .dec();
             m.disconnects.with_label_values(&["0"]).inc();
         }
         self.apply_moves();
+        if let (true, Some(ip)) = (conn.ip_slot, conn.client) {
+            self.cx.shared.per_ip.release(ip);
+        }
         self.cx.shared.open.fetch_sub(1, Ordering::AcqRel);
     }
 }

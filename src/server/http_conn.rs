@@ -5,19 +5,21 @@
 use bytes::Bytes;
 use crossbeam_channel::TrySendError;
 
-use crate::auth::{bearer_token, AuthError, Claims};
+use crate::auth::{AuthError, Claims};
 use crate::channel::Channel;
 use crate::config::MAX_PUBLISH_BODY;
+use crate::http::client_addr::client_ip;
 use crate::http::head::{has_head_end, parse_head, HeadError, HeadStatus, Method, RequestHead};
 use crate::http::publish::{parse_body, ChannelSel, LocationSel, PublishEvent};
 use crate::http::response::{self, Refusal};
 use crate::http::router::{route, Route};
-use crate::http::upgrade::{check_upgrade, parse_query, Target, UpgradeContext};
+use crate::http::upgrade::{check_upgrade, parse_query, request_token, Target, UpgradeContext};
 use crate::hub::publisher::{SubscribeRequest, ToPublisher};
 use crate::hub::subscriptions::ConnRef;
 use crate::server::close::{answer_and_close, readyz, refuse};
 use crate::server::connection::{BodyWait, Connection, HttpState, State, Subscribing};
 use crate::server::event_loop::{queue_reply, Ctx};
+use crate::server::socket::Peer;
 
 /// Works through everything buffered: pipelined requests are answered in order.
 pub fn on_input(conn: &mut Connection, key: usize, cx: &mut Ctx) {
@@ -71,7 +73,11 @@ pub fn on_input(conn: &mut Connection, key: usize, cx: &mut Ctx) {
 }
 
 fn too_large() -> Refusal {
-    Refusal::new(431, "head_too_large", "the request head is larger than the limit")
+    Refusal::new(
+        431,
+        "head_too_large",
+        "the request head is larger than the limit",
+    )
 }
 
 /// Answers one request. True when the connection stays in the HTTP phase and
@@ -84,6 +90,16 @@ fn dispatch(
     len: usize,
 ) -> bool {
     let shared = cx.shared.clone();
+    let peer_ip = match conn.peer {
+        Peer::Tcp(a) => Some(a.ip()),
+        Peer::Unix => None,
+    };
+    conn.client = client_ip(
+        peer_ip,
+        head.x_forwarded_for.as_deref(),
+        head.x_real_ip.as_deref(),
+        &shared.config.trusted_proxies,
+    );
     let r = route(&head.path, shared.config.enable_echo);
     let ws_path = head.path.starts_with("/ws/");
     if r == Route::NotFound {
@@ -92,7 +108,14 @@ fn dispatch(
             refuse(conn, key, cx, refusal);
             return false;
         }
-        return respond(conn, key, cx, &head, len, refusal.to_response(keep_alive(cx, &head)));
+        return respond(
+            conn,
+            key,
+            cx,
+            &head,
+            len,
+            refusal.to_response(keep_alive(cx, &head)),
+        );
     }
     let allowed = r.allowed_method().unwrap_or("GET");
     let method_ok = matches!(
@@ -137,7 +160,11 @@ fn dispatch(
         }
         Route::PublishEvents => begin_publish(conn, key, cx, head, len),
         Route::Healthz => {
-            let body = response::json(200, &serde_json::json!({"status": "ok"}), keep_alive(cx, &head));
+            let body = response::json(
+                200,
+                &serde_json::json!({"status": "ok"}),
+                keep_alive(cx, &head),
+            );
             respond(conn, key, cx, &head, len, body)
         }
         Route::Readyz => {
@@ -200,10 +227,18 @@ fn upgrade(
     target: Target,
 ) {
     let shared = cx.shared.clone();
+    let per_ip = &shared.per_ip;
+    if !conn.ip_slot && per_ip.enabled() {
+        if let Some(ip) = conn.client {
+            conn.ip_slot = per_ip.try_acquire(ip);
+        }
+    }
     let busy = if cx.draining.is_some() {
         Some("the server is shutting down")
     } else if conn.over_limit {
         Some("the connection limit is reached")
+    } else if per_ip.enabled() && conn.client.is_some() && !conn.ip_slot {
+        Some("too many connections from your address")
     } else {
         None
     };
@@ -273,6 +308,12 @@ fn begin_publish(
         answer_and_close(conn, key, cx, r.to_response(false));
         false
     };
+    // Authorise on the head alone: an unauthenticated client gets its 401 before
+    // it can make us buffer a body (up to 1 MiB) or send it `100 Continue`.
+    let claims = match publish_auth(cx, &head) {
+        Ok(claims) => claims,
+        Err(r) => return fail(conn, cx, r.status, r.code, &r.message),
+    };
     if head.chunked {
         return fail(
             conn,
@@ -285,7 +326,13 @@ fn begin_publish(
     let body_len = match head.content_length {
         None => 0,
         Some(Ok(n)) if n > MAX_PUBLISH_BODY as u64 => {
-            return fail(conn, cx, 413, "body_too_large", "the body is larger than 1 MiB");
+            return fail(
+                conn,
+                cx,
+                413,
+                "body_too_large",
+                "the body is larger than 1 MiB",
+            );
         }
         Some(Ok(n)) => n as usize,
         Some(Err(())) => {
@@ -293,26 +340,32 @@ fn begin_publish(
         }
     };
     if head.expect_continue && conn.inbuf.len() < len + body_len {
-        conn.out.push_unbounded(Bytes::from_static(response::CONTINUE), 0);
+        conn.out
+            .push_unbounded(Bytes::from_static(response::CONTINUE), 0);
         cx.mark_dirty(key, conn);
     }
     if let State::Http(h) = &mut conn.state {
-        h.body = Some(BodyWait {
+        h.body = Some(Box::new(BodyWait {
             head,
             head_len: len,
             body_len,
-        });
+            claims,
+        }));
     }
     true
 }
 
 /// The body is in: authorise, validate, hand to the publisher, answer 202.
 fn publish(conn: &mut Connection, key: usize, cx: &mut Ctx, bw: &BodyWait, total: usize) -> bool {
-    let result = publish_result(cx, &bw.head, &conn.inbuf[bw.head_len..total]);
+    let result = publish_result(cx, bw.claims.as_ref(), &conn.inbuf[bw.head_len..total]);
     let (status, bytes) = match result {
         Ok(n) => (
             202,
-            response::json(202, &serde_json::json!({"accepted": n}), keep_alive(cx, &bw.head)),
+            response::json(
+                202,
+                &serde_json::json!({"accepted": n}),
+                keep_alive(cx, &bw.head),
+            ),
         ),
         Err(r) => (r.status, r.to_response(keep_alive(cx, &bw.head))),
     };
@@ -324,41 +377,49 @@ fn publish(conn: &mut Connection, key: usize, cx: &mut Ctx, bw: &BodyWait, total
     respond(conn, key, cx, &bw.head, total, bytes)
 }
 
-fn publish_result(cx: &mut Ctx, head: &RequestHead, body: &[u8]) -> Result<usize, Refusal> {
-    let claims = match &cx.shared.verifier {
-        None => None,
-        Some(v) => {
-            let token = match head.authorization.as_deref() {
-                Some(h) => bearer_token(h).map(str::to_string),
-                None => parse_query(head.query.as_deref()).token,
-            };
-            let token = token
-                .filter(|t| !t.is_empty())
-                .ok_or_else(|| Refusal::new(401, AuthError::Missing.code(), AuthError::Missing.message()))?;
-            let claims = v
-                .verify(&token)
-                .map_err(|e| Refusal::new(401, e.code(), e.message()))?;
-            if !claims.is_publisher() {
-                return Err(Refusal::new(
-                    403,
-                    "forbidden",
-                    "publishing needs a token with the `publish` scope",
-                ));
-            }
-            Some(claims)
-        }
+/// §4/§5: with auth on, a publisher token (401 without a valid one, 403 without
+/// the `publish` scope). `None`: auth is off.
+fn publish_auth(cx: &Ctx, head: &RequestHead) -> Result<Option<Claims>, Refusal> {
+    let Some(v) = &cx.shared.verifier else {
+        return Ok(None);
     };
+    let query = parse_query(head.query.as_deref());
+    let token = request_token(head, query.token.as_deref()).ok_or_else(|| {
+        Refusal::new(401, AuthError::Missing.code(), AuthError::Missing.message())
+    })?;
+    let claims = v
+        .verify(&token)
+        .map_err(|e| Refusal::new(401, e.code(), e.message()))?;
+    if !claims.is_publisher() {
+        return Err(Refusal::new(
+            403,
+            "forbidden",
+            "publishing needs a token with the `publish` scope",
+        ));
+    }
+    Ok(Some(claims))
+}
+
+fn publish_result(cx: &mut Ctx, claims: Option<&Claims>, body: &[u8]) -> Result<usize, Refusal> {
     if body.is_empty() {
-        return Err(Refusal::new(400, "invalid_body", "the body is empty: send a JSON event or array"));
+        return Err(Refusal::new(
+            400,
+            "invalid_body",
+            "the body is empty: send a JSON event or array",
+        ));
     }
     let events = parse_body(body).map_err(|e| {
         Refusal::new(
             e.status(),
-            if e.status() == 413 { "too_many_events" } else { "invalid_event" },
+            if e.status() == 413 {
+                "too_many_events"
+            } else {
+                "invalid_event"
+            },
             e.to_string(),
         )
     })?;
-    if let Some(claims) = &claims {
+    if let Some(claims) = claims {
         if let Some(bad) = events.iter().find(|e| !grants(claims, e)) {
             return Err(Refusal::new(
                 403,
@@ -376,15 +437,17 @@ fn publish_result(cx: &mut Ctx, head: &RequestHead, body: &[u8]) -> Result<usize
     }
     match cx.publisher.try_send(ToPublisher::Publish(events)) {
         Ok(()) => Ok(n),
-        Err(TrySendError::Full(_)) => Err(Refusal::new(
-            503,
-            "overloaded",
-            "the publisher is behind; retry shortly",
-        )
-        .with_headers("Retry-After: 1\r\n")),
-        Err(TrySendError::Disconnected(_)) => {
-            Err(Refusal::new(503, "unavailable", "the server is shutting down"))
+        Err(TrySendError::Full(_)) => {
+            Err(
+                Refusal::new(503, "overloaded", "the publisher is behind; retry shortly")
+                    .with_headers("Retry-After: 1\r\n"),
+            )
         }
+        Err(TrySendError::Disconnected(_)) => Err(Refusal::new(
+            503,
+            "unavailable",
+            "the server is shutting down",
+        )),
     }
 }
 

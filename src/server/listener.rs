@@ -5,7 +5,7 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use socket2::{Domain, Protocol, Socket as RawSocket, Type};
@@ -19,6 +19,8 @@ pub enum BindError {
     Io { addr: String, source: io::Error },
     #[error("{0} is in use by a running server")]
     SocketInUse(PathBuf),
+    #[error("{0} exists and is not a socket: refusing to replace it")]
+    NotASocket(PathBuf),
 }
 
 const BACKLOG: i32 = 4096;
@@ -42,10 +44,19 @@ fn unix(path: &Path, mode: Option<u32>) -> Result<std::os::unix::net::UnixListen
         addr: format!("unix:{}", path.display()),
         source,
     };
-    if path.exists() {
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        // `connect` to a regular file also fails with ECONNREFUSED: never delete one.
+        if !meta.file_type().is_socket() {
+            return Err(BindError::NotASocket(path.to_path_buf()));
+        }
         match std::os::unix::net::UnixStream::connect(path) {
             Ok(_) => return Err(BindError::SocketInUse(path.to_path_buf())),
-            Err(_) => std::fs::remove_file(path).map_err(err)?,
+            // Only "nobody listens" makes the file stale; a full backlog (EAGAIN)
+            // or no permission (EACCES) may well be a live server.
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                std::fs::remove_file(path).map_err(err)?
+            }
+            Err(e) => return Err(err(e)),
         }
     }
     let l = std::os::unix::net::UnixListener::bind(path).map_err(err)?;
@@ -63,7 +74,11 @@ pub struct Bound {
     pub unix_paths: Vec<PathBuf>,
 }
 
-pub fn bind_all(addrs: &[ListenAddr], loops: usize, unix_mode: Option<u32>) -> Result<Bound, BindError> {
+pub fn bind_all(
+    addrs: &[ListenAddr],
+    loops: usize,
+    unix_mode: Option<u32>,
+) -> Result<Bound, BindError> {
     let mut per_loop: Vec<Vec<Listener>> = (0..loops).map(|_| Vec::new()).collect();
     let mut bound = Vec::new();
     let mut unix_paths = Vec::new();

@@ -5,6 +5,7 @@ pub mod connection;
 mod event_loop;
 mod http_conn;
 pub mod listener;
+pub mod per_ip;
 pub mod socket;
 pub mod timers;
 mod ws_conn;
@@ -53,6 +54,7 @@ pub struct Shared {
     pub open: AtomicUsize,
     pub draining: AtomicBool,
     pub epoch: String,
+    pub per_ip: per_ip::PerIp,
 }
 
 pub struct Server {
@@ -67,7 +69,7 @@ pub struct Server {
 }
 
 pub fn start(config: Config) -> Result<Server, StartError> {
-    let bound = listener::bind_all(&config.listen, config.threads, None)?;
+    let bound = listener::bind_all(&config.listen, config.threads, config.unix_socket_mode)?;
     let metrics = Arc::new(Metrics::new());
     let verifier = match &config.auth {
         Some(a) => Some(Verifier::new(&a.secret, a.previous.as_deref(), a.leeway)?),
@@ -79,6 +81,7 @@ pub fn start(config: Config) -> Result<Server, StartError> {
         open: AtomicUsize::new(0),
         draining: AtomicBool::new(false),
         epoch: new_epoch(),
+        per_ip: per_ip::PerIp::new(config.max_connections_per_ip),
         config,
     });
 
@@ -87,9 +90,8 @@ pub fn start(config: Config) -> Result<Server, StartError> {
     let mut loops = Vec::new();
     for (id, listeners) in bound.per_loop.into_iter().enumerate() {
         let poll = Poll::new().map_err(StartError::Poll)?;
-        let waker = Arc::new(
-            Waker::new(poll.registry(), event_loop::WAKER).map_err(StartError::Poll)?,
-        );
+        let waker =
+            Arc::new(Waker::new(poll.registry(), event_loop::WAKER).map_err(StartError::Poll)?);
         let (tx, rx) = crossbeam_channel::bounded(LOOP_INBOX);
         let notified = Arc::new(AtomicBool::new(false));
         handles.push(LoopHandle {

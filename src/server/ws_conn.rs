@@ -8,7 +8,7 @@ use crate::http::response;
 use crate::http::upgrade::Upgrade;
 use crate::hub::publisher::SubscribeAck;
 use crate::hub::subscriptions::ConnRef;
-use crate::server::close::{close_ws, slow_consumer};
+use crate::server::close::{close_ws, slow_replay};
 use crate::server::connection::{passes, Connection, State, WsKind, WsState};
 use crate::server::event_loop::{queue_reply, Ctx};
 use crate::ws::close::{ClientClose, CloseCode};
@@ -45,7 +45,9 @@ fn deadline_for(exp: u64, cx: &Ctx) -> Instant {
         .verifier
         .as_ref()
         .map_or(Duration::ZERO, |v| v.leeway());
-    let at_ms = exp.saturating_mul(1000).saturating_add(leeway.as_millis() as u64);
+    let at_ms = exp
+        .saturating_mul(1000)
+        .saturating_add(leeway.as_millis() as u64);
     let now_ms = clock::wall_ms();
     let wait = Duration::from_millis(at_ms.saturating_sub(now_ms));
     // Far-future tokens: a year is "never" for a connection.
@@ -110,7 +112,7 @@ pub fn open_stream(conn: &mut Connection, key: usize, ack: SubscribeAck, cx: &mu
         connection_id: &conn_id,
         channel: sub.channel,
         location_id: &sub.location,
-        epoch: &shared.epoch,
+        epoch: &ack.epoch,
         last_seq: ack.last_seq,
         server_time: clock::wall_ms(),
         heartbeat_interval_ms: shared.config.heartbeat_interval.as_millis() as u64,
@@ -119,19 +121,20 @@ pub fn open_stream(conn: &mut Connection, key: usize, ack: SubscribeAck, cx: &mu
         return;
     }
     if let Some(rec) = ack.recovery {
-        let (mut from, mut to) = (None, None);
-        for e in rec.entries {
-            if !passes(&sub.upgrade.filter, &e.event_type) {
-                continue;
-            }
-            if conn.out.push(e.frame, REPLAY_STAMP, limit).is_err() {
-                slow_consumer(conn, key, cx);
-                return;
-            }
-            from.get_or_insert(e.seq);
-            to = Some(e.seq);
-        }
+        let mut replay = rec.entries;
+        replay.retain(|e| passes(&sub.upgrade.filter, &e.event_type));
+        let (from, to) = (replay.first().map(|e| e.seq), replay.last().map(|e| e.seq));
         let msg = frame::text(&messages::recovered(rec.complete, from, to));
+        // Measured whole before any of it is queued: `slow_consumer` drops what
+        // has not started to go out, which here would be the 101 and the hello.
+        let need = replay.iter().map(|e| e.frame.len()).sum::<usize>() + msg.len();
+        if conn.out.queued() + need > limit {
+            slow_replay(conn, key, cx);
+            return;
+        }
+        for e in replay {
+            conn.out.push_unbounded(e.frame, REPLAY_STAMP);
+        }
         if !queue_reply(conn, key, cx, msg) {
             return;
         }
@@ -143,10 +146,7 @@ pub fn open_stream(conn: &mut Connection, key: usize, ack: SubscribeAck, cx: &mu
 pub fn on_input(conn: &mut Connection, key: usize, cx: &mut Ctx) {
     let max = cx.shared.config.max_message_size;
     let mut pos = 0;
-    loop {
-        let State::Open(ws) = &mut conn.state else {
-            break;
-        };
+    while let State::Open(ws) = &mut conn.state {
         match ws.reader.next(&mut conn.inbuf, max, &mut pos) {
             Ok(Some(msg)) => handle(conn, key, cx, msg),
             Ok(None) => break,
@@ -183,7 +183,12 @@ fn handle(conn: &mut Connection, key: usize, cx: &mut Ctx, msg: Inbound) {
         Inbound::Binary(b) if echo => {
             queue_reply(conn, key, cx, frame::binary(&b));
         }
-        Inbound::Binary(_) => bad(conn, key, cx, "binary messages are not accepted; send JSON text"),
+        Inbound::Binary(_) => bad(
+            conn,
+            key,
+            cx,
+            "binary messages are not accepted; send JSON text",
+        ),
         Inbound::Text(t) => match messages::parse_client(&t) {
             Ok(ClientMessage::Ping { id }) => {
                 let reply = messages::pong(clock::wall_ms(), id.as_ref());
@@ -216,7 +221,13 @@ fn bad(conn: &mut Connection, key: usize, cx: &mut Ctx, why: &str) {
     }
     ws.bad_in_window += 1;
     if ws.bad_in_window > MAX_BAD_PER_SECOND {
-        close_ws(conn, key, cx, CloseCode::Policy, "too many invalid messages");
+        close_ws(
+            conn,
+            key,
+            cx,
+            CloseCode::Policy,
+            "too many invalid messages",
+        );
         return;
     }
     let reply = frame::text(&messages::error("invalid_message", why));

@@ -66,15 +66,24 @@ mod tests {
 
     #[test]
     fn client_close_payloads() {
-        assert_eq!(parse_client_close(&[]), ClientClose::Valid(CloseCode::Normal));
-        assert!(matches!(parse_client_close(&[3]), ClientClose::Invalid(CloseCode::Protocol, _)));
+        assert_eq!(
+            parse_client_close(&[]),
+            ClientClose::Valid(CloseCode::Normal)
+        );
+        assert!(matches!(
+            parse_client_close(&[3]),
+            ClientClose::Invalid(CloseCode::Protocol, _)
+        ));
         assert_eq!(
             parse_client_close(&[0x03, 0xe8, b'o', b'k']),
             ClientClose::Valid(CloseCode::Other(1000))
         );
         for bad in [0u16, 999, 1004, 1005, 1006, 1015, 1016, 2999, 5000] {
             assert!(
-                matches!(parse_client_close(&bad.to_be_bytes()), ClientClose::Invalid(CloseCode::Protocol, _)),
+                matches!(
+                    parse_client_close(&bad.to_be_bytes()),
+                    ClientClose::Invalid(CloseCode::Protocol, _)
+                ),
                 "{bad}"
             );
         }

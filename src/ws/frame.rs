@@ -107,7 +107,10 @@ pub struct RawFrame {
 /// Reads one frame from the start of `buf`. `Ok(None)`: more bytes needed.
 /// `max_payload` is checked against the declared length before any payload
 /// arrives, so a 2^63 length costs nothing.
-pub fn read_frame(buf: &mut [u8], max_payload: usize) -> Result<Option<(RawFrame, usize)>, FrameError> {
+pub fn read_frame(
+    buf: &mut [u8],
+    max_payload: usize,
+) -> Result<Option<(RawFrame, usize)>, FrameError> {
     let mut cur = Cursor::new(&buf[..]);
     let (header, len) = match FrameHeader::parse(&mut cur) {
         Ok(Some(h)) => h,
@@ -137,7 +140,9 @@ pub fn read_frame(buf: &mut [u8], max_payload: usize) -> Result<Option<(RawFrame
     if control && !header.is_final {
         return Err(FrameError::Protocol("fragmented control frame"));
     }
-    if len > max_payload as u64 {
+    // Control frames are bounded above; they are not part of the message
+    // being put together, so its room does not apply to them.
+    if !control && len > max_payload as u64 {
         return Err(FrameError::TooBig);
     }
     let len = len as usize;
@@ -219,15 +224,30 @@ mod tests {
             CloseCode::Protocol
         );
         let mut rsv = client_frame(0x81 | 0x40, b"x", M);
-        assert!(matches!(read_frame(&mut rsv, 1024), Err(FrameError::Protocol(_))));
+        assert!(matches!(
+            read_frame(&mut rsv, 1024),
+            Err(FrameError::Protocol(_))
+        ));
         let mut op = client_frame(0x83, b"x", M);
-        assert!(matches!(read_frame(&mut op, 1024), Err(FrameError::Protocol(_))));
+        assert!(matches!(
+            read_frame(&mut op, 1024),
+            Err(FrameError::Protocol(_))
+        ));
         let mut op = client_frame(0x8b, b"x", M);
-        assert!(matches!(read_frame(&mut op, 1024), Err(FrameError::Protocol(_))));
+        assert!(matches!(
+            read_frame(&mut op, 1024),
+            Err(FrameError::Protocol(_))
+        ));
         let mut big_ping = client_frame(0x89, &[0; 126], M);
-        assert!(matches!(read_frame(&mut big_ping, 1024), Err(FrameError::Protocol(_))));
+        assert!(matches!(
+            read_frame(&mut big_ping, 1024),
+            Err(FrameError::Protocol(_))
+        ));
         let mut frag_ping = client_frame(0x09, b"x", M);
-        assert!(matches!(read_frame(&mut frag_ping, 1024), Err(FrameError::Protocol(_))));
+        assert!(matches!(
+            read_frame(&mut frag_ping, 1024),
+            Err(FrameError::Protocol(_))
+        ));
         let mut huge = client_frame(0x82, &[0; 2000], M);
         assert_eq!(read_frame(&mut huge, 1024), Err(FrameError::TooBig));
     }

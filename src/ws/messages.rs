@@ -60,9 +60,13 @@ fn to_vec(v: &Value) -> Vec<u8> {
 /// A message the client may send.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ClientMessage {
-    Ping { id: Option<Value> },
+    Ping {
+        id: Option<Value>,
+    },
     /// Replaces the filter; empty = all event types.
-    Subscribe { event_types: Vec<Box<str>> },
+    Subscribe {
+        event_types: Vec<Box<str>>,
+    },
 }
 
 /// Why a client message was refused: the `message` of the `error` reply.

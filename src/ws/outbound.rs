@@ -95,7 +95,11 @@ impl Outbound {
                 let mut iov: [IoSlice<'_>; MAX_IOV] = [IoSlice::new(&[]); MAX_IOV];
                 let mut k = 0;
                 for (i, c) in self.q.iter().take(MAX_IOV).enumerate() {
-                    let b = if i == 0 { &c.bytes[self.offset..] } else { &c.bytes[..] };
+                    let b = if i == 0 {
+                        &c.bytes[self.offset..]
+                    } else {
+                        &c.bytes[..]
+                    };
                     iov[k] = IoSlice::new(b);
                     k += 1;
                 }
@@ -179,9 +183,15 @@ mod tests {
     fn one_vectored_write_for_many_frames() {
         let mut o = Outbound::default();
         for i in 0..10u8 {
-            o.push(Bytes::from(vec![i; 10]), 1 + i as u64, 1 << 20).unwrap();
+            o.push(Bytes::from(vec![i; 10]), 1 + i as u64, 1 << 20)
+                .unwrap();
         }
-        let mut w = Trickle { out: vec![], cap: usize::MAX, budget: usize::MAX, calls: 0 };
+        let mut w = Trickle {
+            out: vec![],
+            cap: usize::MAX,
+            budget: usize::MAX,
+            calls: 0,
+        };
         let mut got = vec![];
         assert_eq!(o.write_to(&mut w, |s| got.push(s)).unwrap(), Flushed::All);
         assert_eq!(w.calls, 1);
@@ -195,9 +205,17 @@ mod tests {
         let mut o = Outbound::default();
         o.push(Bytes::from_static(b"abcdef"), 7, 100).unwrap();
         o.push(Bytes::from_static(b"ghij"), 0, 100).unwrap();
-        let mut w = Trickle { out: vec![], cap: 4, budget: 5, calls: 0 };
+        let mut w = Trickle {
+            out: vec![],
+            cap: 4,
+            budget: 5,
+            calls: 0,
+        };
         let mut got = vec![];
-        assert_eq!(o.write_to(&mut w, |s| got.push(s)).unwrap(), Flushed::Blocked);
+        assert_eq!(
+            o.write_to(&mut w, |s| got.push(s)).unwrap(),
+            Flushed::Blocked
+        );
         assert_eq!(o.queued(), 5);
         assert!(got.is_empty());
         w.budget = 100;
@@ -211,8 +229,16 @@ mod tests {
         let mut o = Outbound::default();
         o.push(Bytes::from_static(b"0123456789"), 1, 25).unwrap();
         o.push(Bytes::from_static(b"0123456789"), 2, 25).unwrap();
-        assert_eq!(o.push(Bytes::from_static(b"0123456789"), 3, 25), Err(Overflow));
-        let mut w = Trickle { out: vec![], cap: 3, budget: 3, calls: 0 };
+        assert_eq!(
+            o.push(Bytes::from_static(b"0123456789"), 3, 25),
+            Err(Overflow)
+        );
+        let mut w = Trickle {
+            out: vec![],
+            cap: 3,
+            budget: 3,
+            calls: 0,
+        };
         let _ = o.write_to(&mut w, |_| {});
         assert_eq!(o.drop_unstarted(), 10);
         assert_eq!(o.queued(), 7);

@@ -140,12 +140,26 @@ mod tests {
     }
 
     #[test]
+    fn a_ping_fits_inside_a_message_that_nearly_fills_the_limit() {
+        let mut b = client_frame(0x02, &[0; 990], M);
+        b.extend(client_frame(0x89, &[7; 100], M));
+        b.extend(client_frame(0x80, &[0; 10], M));
+        assert_eq!(
+            all(&b, 1000).unwrap(),
+            vec![Inbound::Ping(vec![7; 100]), Inbound::Binary(vec![0; 1000])]
+        );
+    }
+
+    #[test]
     fn utf8_is_checked_on_the_whole_message() {
         // "é" split across two fragments is fine.
         let mut b = client_frame(0x01, &[0xc3], M);
         b.extend(client_frame(0x80, &[0xa9], M));
         assert_eq!(all(&b, 1024).unwrap(), vec![Inbound::Text("é".into())]);
-        assert_eq!(all(&client_frame(0x81, &[0xff, 0xfe], M), 1024), Err(FrameError::BadUtf8));
+        assert_eq!(
+            all(&client_frame(0x81, &[0xff, 0xfe], M), 1024),
+            Err(FrameError::BadUtf8)
+        );
         assert_eq!(FrameError::BadUtf8.close_code(), CloseCode::BadData);
     }
 

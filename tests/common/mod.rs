@@ -28,9 +28,11 @@ impl Server {
         Server::start_with_env(args, &[])
     }
 
+    // The child is waited for in Drop; clippy cannot see that across the struct.
+    #[allow(clippy::zombie_processes)]
     pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Server {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_bistream"));
-        if !args.iter().any(|a| *a == "--listen") {
+        if !args.contains(&"--listen") {
             cmd.args(["--listen", "127.0.0.1:0"]);
         }
         cmd.args(args)
@@ -60,7 +62,11 @@ impl Server {
                 .expect("bistream printed its banner");
             if let Some(rest) = line.split("listening on ").nth(1) {
                 if let Ok(addr) = rest.trim().parse::<SocketAddr>() {
-                    return Server { child, addr, log: rx };
+                    return Server {
+                        child,
+                        addr,
+                        log: rx,
+                    };
                 }
             }
         }
@@ -194,7 +200,8 @@ pub fn expect_close(ws: &mut Ws) -> Option<u16> {
 /// One HTTP exchange over a fresh TCP connection: (status, head, body).
 pub fn http_raw(addr: SocketAddr, req: &[u8]) -> (u16, String, String) {
     let mut s = TcpStream::connect(addr).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
     s.write_all(req).expect("write");
     read_response(&mut s)
 }
@@ -213,7 +220,11 @@ pub fn read_response_buffered(s: &mut TcpStream, buf: &mut Vec<u8>) -> (u16, Str
             break i + 4;
         }
         let n = s.read(&mut chunk).expect("read response");
-        assert!(n > 0, "connection closed before a response: {:?}", String::from_utf8_lossy(buf));
+        assert!(
+            n > 0,
+            "connection closed before a response: {:?}",
+            String::from_utf8_lossy(buf)
+        );
         buf.extend_from_slice(&chunk[..n]);
     };
     let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
@@ -226,7 +237,8 @@ pub fn read_response_buffered(s: &mut TcpStream, buf: &mut Vec<u8>) -> (u16, Str
         .lines()
         .find_map(|l| {
             let (k, v) = l.split_once(':')?;
-            k.eq_ignore_ascii_case("content-length").then(|| v.trim().parse().ok())?
+            k.eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse().ok())?
         })
         .unwrap_or(0);
     while buf.len() < head_end + len {
@@ -281,7 +293,9 @@ pub struct KeepAlivePublisher {
 impl KeepAlivePublisher {
     pub fn connect(addr: SocketAddr) -> KeepAlivePublisher {
         let stream = TcpStream::connect(addr).expect("connect");
-        stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
         stream.set_nodelay(true).expect("nodelay");
         KeepAlivePublisher { stream }
     }
@@ -317,7 +331,10 @@ impl RawFrame {
     pub fn close(&self) -> Option<(u16, String)> {
         (self.opcode == 8 && self.payload.len() >= 2).then(|| {
             let code = u16::from_be_bytes([self.payload[0], self.payload[1]]);
-            (code, String::from_utf8_lossy(&self.payload[2..]).to_string())
+            (
+                code,
+                String::from_utf8_lossy(&self.payload[2..]).to_string(),
+            )
         })
     }
 
@@ -343,8 +360,10 @@ impl RawWs {
 
     /// Upgrades on an existing stream (one with small socket buffers, say).
     pub fn upgrade(mut s: TcpStream, path: &str) -> RawWs {
-        s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
-        s.write_all(upgrade_request(path, "").as_bytes()).expect("write upgrade");
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        s.write_all(upgrade_request(path, "").as_bytes())
+            .expect("write upgrade");
         let mut buf = Vec::new();
         let mut chunk = [0u8; 4096];
         let end = loop {
@@ -352,7 +371,11 @@ impl RawWs {
                 break i + 4;
             }
             let n = s.read(&mut chunk).expect("read 101");
-            assert!(n > 0, "closed before the 101: {:?}", String::from_utf8_lossy(&buf));
+            assert!(
+                n > 0,
+                "closed before the 101: {:?}",
+                String::from_utf8_lossy(&buf)
+            );
             buf.extend_from_slice(&chunk[..n]);
         };
         let head = String::from_utf8_lossy(&buf[..end]).to_string();
@@ -394,14 +417,21 @@ impl RawWs {
     /// looks like.
     pub fn frame(&mut self) -> std::io::Result<Option<RawFrame>> {
         if !self.fill(2)? {
-            assert!(self.buf.is_empty(), "EOF inside a frame header: {:?}", self.buf);
+            assert!(
+                self.buf.is_empty(),
+                "EOF inside a frame header: {:?}",
+                self.buf
+            );
             return Ok(None);
         }
         let (b0, b1) = (self.buf[0], self.buf[1]);
         assert_eq!(b0 & 0x70, 0, "reserved bits in a server frame: {b0:#x}");
         assert_eq!(b1 & 0x80, 0, "masked server frame");
         let opcode = b0 & 0x0f;
-        assert!(matches!(opcode, 0 | 1 | 2 | 8 | 9 | 10), "bad opcode {opcode}");
+        assert!(
+            matches!(opcode, 0 | 1 | 2 | 8 | 9 | 10),
+            "bad opcode {opcode}"
+        );
         let (hlen, len) = match b1 & 0x7f {
             126 => {
                 if !self.fill(4)? {
@@ -421,7 +451,11 @@ impl RawWs {
         };
         assert!(len < 64 << 20, "absurd server frame length {len}");
         if !self.fill(hlen + len)? {
-            panic!("EOF inside a frame (a torn frame): {} of {} bytes", self.buf.len(), hlen + len);
+            panic!(
+                "EOF inside a frame (a torn frame): {} of {} bytes",
+                self.buf.len(),
+                hlen + len
+            );
         }
         let payload = self.buf[hlen..hlen + len].to_vec();
         self.buf.drain(..hlen + len);
@@ -465,7 +499,12 @@ impl RawWs {
             match self.s.read(&mut chunk) {
                 Ok(0) => return true,
                 Ok(_) => continue,
-                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
                     return false
                 }
                 Err(_) => return true,
@@ -499,12 +538,17 @@ impl Healthy {
         let n = HEALTHY_N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let location = format!("healthy-{n}");
         let (ws, _) = s.subscribe(&format!("/ws/dashboard/{location}"));
-        Healthy { ws, location, seen: 0 }
+        Healthy {
+            ws,
+            location,
+            seen: 0,
+        }
     }
 
     /// Publishes one event to this client's stream and asserts it arrives.
     pub fn check(&mut self, s: &Server) {
-        let (st, body) = s.publish(&event("dashboard", &self.location, "HEALTH", Value::Null).to_string());
+        let (st, body) =
+            s.publish(&event("dashboard", &self.location, "HEALTH", Value::Null).to_string());
         assert_eq!(st, 202, "publish while checking health: {body}");
         loop {
             let m = recv_json(&mut self.ws);
@@ -578,7 +622,8 @@ pub fn event_batch(channel: &str, location: &str, n: usize, size: usize) -> Stri
 /// A TCP connection whose receive buffer is set small before the handshake,
 /// so that a client that reads slowly fills up quickly.
 pub fn tcp_small_rcvbuf(addr: SocketAddr, bytes: usize) -> TcpStream {
-    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    let s =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
     s.set_recv_buffer_size(bytes).expect("SO_RCVBUF");
     s.connect(&addr.into()).expect("connect");
     s.into()
@@ -635,9 +680,101 @@ impl Server {
                 .expect("bistream printed its banner");
             if let Some(rest) = line.split("listening on ").nth(1) {
                 if let Ok(addr) = rest.trim().parse::<SocketAddr>() {
-                    return Server { child, addr, log: rx };
+                    return Server {
+                        child,
+                        addr,
+                        log: rx,
+                    };
                 }
             }
         }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Edge helpers (tests/edge.rs): servers that listen on Unix sockets only.
+// ---------------------------------------------------------------------------
+
+/// A running server whose only listeners are Unix sockets: its banner says
+/// `listening on unix:/path`, which [`Server::start`] (waiting for a TCP
+/// address) would never accept. Killed when dropped.
+pub struct UnixServer {
+    pub child: Child,
+    /// Log lines after the banner (stderr).
+    pub log: mpsc::Receiver<String>,
+}
+
+impl UnixServer {
+    /// `bistream <args>` (which must hold `--listen unix:...`), waiting until
+    /// every Unix listener has printed its banner.
+    #[allow(clippy::zombie_processes)]
+    pub fn start(args: &[&str], env: &[(&str, &str)]) -> UnixServer {
+        let want = args.iter().filter(|a| a.starts_with("unix:")).count();
+        assert!(want > 0, "UnixServer needs a --listen unix:/path");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_bistream"));
+        cmd.args(args)
+            .env_remove("JWT_SECRET_KEY")
+            .env_remove("JWT_SECRET_KEY_PREVIOUS")
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn bistream");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut seen = 0;
+        while seen < want {
+            let line = rx
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .expect("bistream printed its unix: banner");
+            if line.contains("listening on unix:") {
+                seen += 1;
+            }
+        }
+        UnixServer { child, log: rx }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends a signal by name ("TERM", "INT").
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([&format!("-{sig}"), &self.pid().to_string()])
+            .status()
+            .expect("kill")
+            .success();
+        assert!(ok, "kill -{sig}");
+    }
+
+    /// Waits for the process to exit; its status code.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return st.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for UnixServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
