@@ -484,11 +484,7 @@ fn every_handshake_refusal_is_a_real_response() {
         404
     );
     assert_eq!(
-        refusal(
-            &s,
-            &"PUT /ws/dashboard/%41 HTTP/1.1\r\nHost: t\r\n\r\n".to_string()
-        )
-        .0,
+        refusal(&s, "PUT /ws/dashboard/%41 HTTP/1.1\r\nHost: t\r\n\r\n").0,
         405
     );
     assert_eq!(
