@@ -14,12 +14,12 @@ build:
 run: build
 	$(BIN) --demo
 
-## The whole suite: unit + integration tests, conformance, fuzzing, load-harness smoke.
+## The whole suite: unit + integration tests (with a bounded in-process fuzz run of
+## both parsers, tests/fuzz_smoke.rs), conformance, load-harness smoke, nginx.
 test:
 	$(CARGO) test --workspace
 	python3 tests/python/readme_client.py
 	$(MAKE) autobahn
-	$(MAKE) fuzz
 	$(MAKE) loadtest-smoke
 	$(MAKE) nginx-test
 
@@ -63,8 +63,9 @@ autobahn:
 	$(CARGO) build --release -p bistream --bin bistream
 	bash tests/autobahn/run.sh $(SHARED) $(AUTOBAHN_DIR) target/autobahn
 
-## libFuzzer on the request-head parser and the client-frame reader, FUZZ_SECONDS
-## each; installs cargo-fuzz when missing (stable toolchain). fuzz/README.md.
+## The deep campaign: libFuzzer on the request-head parser and the client-frame
+## reader, FUZZ_SECONDS each; installs cargo-fuzz when missing (stable toolchain,
+## ~15 min the first time). fuzz/README.md. CI runs tests/fuzz_smoke.rs instead.
 FUZZ_SECONDS ?= 30
 fuzz:
 	bash fuzz/run.sh $(FUZZ_SECONDS)

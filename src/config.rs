@@ -223,7 +223,12 @@ pub struct ServerArgs {
     pub jwt_secret_file: Option<PathBuf>,
 
     /// Previous secret, accepted for verification only (rotation).
-    #[arg(global = true, long, env = "JWT_SECRET_KEY_PREVIOUS", hide_env_values = true)]
+    #[arg(
+        global = true,
+        long,
+        env = "JWT_SECRET_KEY_PREVIOUS",
+        hide_env_values = true
+    )]
     pub jwt_secret_previous: Option<String>,
 
     /// Read the previous secret from a file.
@@ -239,7 +244,12 @@ pub struct ServerArgs {
     pub allow_anonymous: bool,
 
     /// Allowed `Origin` values, comma-separated exact matches (default: any origin).
-    #[arg(global = true, long, env = "BISTREAM_ALLOWED_ORIGINS", value_delimiter = ',')]
+    #[arg(
+        global = true,
+        long,
+        env = "BISTREAM_ALLOWED_ORIGINS",
+        value_delimiter = ','
+    )]
     pub allowed_origins: Vec<String>,
 
     /// Serve /ws/echo for conformance suites (test deployments only).
@@ -268,7 +278,12 @@ pub struct ServerArgs {
     pub check_config: bool,
 
     /// Log level (error, warn, info, debug, trace); RUST_LOG overrides it.
-    #[arg(global = true, long, env = "BISTREAM_LOG_LEVEL", default_value = "info")]
+    #[arg(
+        global = true,
+        long,
+        env = "BISTREAM_LOG_LEVEL",
+        default_value = "info"
+    )]
     pub log_level: String,
 }
 

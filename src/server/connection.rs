@@ -155,7 +155,10 @@ mod tests {
         // The slab holds one of these per connection; the per-idle-connection
         // memory target is 1 KiB in all, so the inline part must stay well below.
         let size = std::mem::size_of::<Connection>();
-        eprintln!("Connection: {size} bytes, WsState: {} bytes", std::mem::size_of::<WsState>());
+        eprintln!(
+            "Connection: {size} bytes, WsState: {} bytes",
+            std::mem::size_of::<WsState>()
+        );
         assert!(size <= 256, "Connection grew to {size} bytes");
     }
 }
