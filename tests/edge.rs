@@ -48,40 +48,7 @@ fn listen_unix(p: &Path) -> String {
 
 /// Reads one HTTP response head (and its Content-Length body) off any stream.
 fn read_http<S: Read>(s: &mut S) -> (u16, String, String) {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    let end = loop {
-        if let Some(i) = find(&buf, b"\r\n\r\n") {
-            break i + 4;
-        }
-        let n = s.read(&mut chunk).expect("read response");
-        assert!(n > 0, "closed before a response: {buf:?}");
-        buf.extend_from_slice(&chunk[..n]);
-    };
-    let head = String::from_utf8_lossy(&buf[..end]).to_string();
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .expect("status code");
-    if status == 101 {
-        return (status, head, String::new());
-    }
-    let len: usize = head
-        .lines()
-        .find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.eq_ignore_ascii_case("content-length")
-                .then(|| v.trim().parse().ok())?
-        })
-        .unwrap_or(0);
-    while buf.len() < end + len {
-        let n = s.read(&mut chunk).expect("read body");
-        assert!(n > 0, "closed mid-body");
-        buf.extend_from_slice(&chunk[..n]);
-    }
-    let body = String::from_utf8_lossy(&buf[end..end + len]).to_string();
-    (status, head, body)
+    read_response(s)
 }
 
 fn unix_stream(sock: &Path) -> UnixStream {

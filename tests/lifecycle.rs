@@ -518,6 +518,10 @@ fn sigterm_drains_200_clients_with_1001_and_exits_0() {
     assert_eq!(s.get("/healthz").0, 200);
     let (st, _, body) = http_raw(s.addr, upgrade_request(path, "").as_bytes());
     assert_eq!(st, 503, "{body}");
+    // A publish would reach nobody here: the publisher is told to go elsewhere.
+    let (st, body) =
+        s.publish(&event("dashboard", "drain", "LATE", serde_json::json!(1)).to_string());
+    assert_eq!((st, body["error"].as_str()), (503, Some("draining")));
 
     for (i, c) in clients.iter_mut().enumerate() {
         let mut events = 0;

@@ -121,7 +121,9 @@ impl EventLoop {
         Ok(EventLoop {
             poll,
             listeners,
-            conns: Slab::new(),
+            // Reserved up front (virtual memory; pages become resident only as
+            // slots are used), so growth never copies the slab or doubles it.
+            conns: Slab::with_capacity(shared.config.max_connections / shared.config.threads + 1),
             cx: Ctx {
                 id,
                 shared,
@@ -595,8 +597,11 @@ impl EventLoop {
             self.remove(key);
             return;
         }
+        // Only an earlier deadline needs a new heap entry: when the armed one
+        // fires early, the handler sees nothing is due and re-arms. So a
+        // connection holds about one entry, not one per phase it went through.
         let at = conn.deadline();
-        if conn.timer_at != Some(at) {
+        if conn.timer_at.is_none_or(|armed| at < armed) {
             conn.timer_at = Some(at);
             self.timers.push(
                 at,

@@ -401,6 +401,16 @@ fn publish_auth(cx: &Ctx, head: &RequestHead) -> Result<Option<Claims>, Refusal>
 }
 
 fn publish_result(cx: &mut Ctx, claims: Option<&Claims>, body: &[u8]) -> Result<usize, Refusal> {
+    // A draining instance's clients are all being closed: an event accepted now
+    // would reach nobody. 503 tells the publisher to retry on another instance.
+    if cx.draining.is_some() {
+        return Err(Refusal::new(
+            503,
+            "draining",
+            "the server is shutting down; publish elsewhere",
+        )
+        .with_headers("Retry-After: 1\r\n"));
+    }
     if body.is_empty() {
         return Err(Refusal::new(
             400,

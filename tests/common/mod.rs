@@ -123,24 +123,12 @@ impl Server {
 
     /// Sends a signal by name ("TERM", "INT").
     pub fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .args([&format!("-{sig}"), &self.pid().to_string()])
-            .status()
-            .expect("kill")
-            .success();
-        assert!(ok, "kill -{sig}");
+        signal_pid(self.pid(), sig);
     }
 
     /// Waits for the process to exit; its status code.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if let Ok(Some(st)) = self.child.try_wait() {
-                return st.code();
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        None
+        wait_child(&mut self.child, timeout)
     }
 
     /// VmRSS of the server in KiB.
@@ -207,13 +195,13 @@ pub fn http_raw(addr: SocketAddr, req: &[u8]) -> (u16, String, String) {
 }
 
 /// Reads one HTTP response (Content-Length framed) from `s`.
-pub fn read_response(s: &mut TcpStream) -> (u16, String, String) {
+pub fn read_response<S: Read>(s: &mut S) -> (u16, String, String) {
     let mut leftover = Vec::new();
     read_response_buffered(s, &mut leftover)
 }
 
 /// Like [`read_response`], keeping bytes of later (pipelined) responses in `buf`.
-pub fn read_response_buffered(s: &mut TcpStream, buf: &mut Vec<u8>) -> (u16, String, String) {
+pub fn read_response_buffered<S: Read>(s: &mut S, buf: &mut Vec<u8>) -> (u16, String, String) {
     let mut chunk = [0u8; 16384];
     let head_end = loop {
         if let Some(i) = find(buf, b"\r\n\r\n") {
@@ -753,24 +741,12 @@ impl UnixServer {
 
     /// Sends a signal by name ("TERM", "INT").
     pub fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .args([&format!("-{sig}"), &self.pid().to_string()])
-            .status()
-            .expect("kill")
-            .success();
-        assert!(ok, "kill -{sig}");
+        signal_pid(self.pid(), sig);
     }
 
     /// Waits for the process to exit; its status code.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if let Ok(Some(st)) = self.child.try_wait() {
-                return st.code();
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        None
+        wait_child(&mut self.child, timeout)
     }
 }
 
@@ -779,4 +755,26 @@ impl Drop for UnixServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// `kill -SIG pid`, asserting it was delivered.
+pub fn signal_pid(pid: u32, sig: &str) {
+    let ok = Command::new("kill")
+        .args([&format!("-{sig}"), &pid.to_string()])
+        .status()
+        .expect("kill")
+        .success();
+    assert!(ok, "kill -{sig}");
+}
+
+/// Waits up to `timeout` for `child` to exit; its status code.
+pub fn wait_child(child: &mut Child, timeout: Duration) -> Option<i32> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if let Ok(Some(st)) = child.try_wait() {
+            return st.code();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
 }
