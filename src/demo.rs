@@ -3,13 +3,12 @@
 
 use std::time::Duration;
 
-use crossbeam_channel::Sender;
 use serde_json::json;
 use serde_json::value::RawValue;
 
 use crate::channel::Channel;
 use crate::http::publish::{ChannelSel, LocationSel, PublishEvent};
-use crate::hub::publisher::ToPublisher;
+use crate::hub::publisher::{PublisherHandle, ToPublisher};
 
 pub const LOCATIONS: [&str; 3] = ["loc-1", "loc-2", "loc-3"];
 
@@ -86,7 +85,7 @@ fn tick(rng: &mut Rng, n: u64) -> Vec<PublishEvent> {
     out
 }
 
-pub fn spawn(publisher: Sender<ToPublisher>) -> std::io::Result<()> {
+pub fn spawn(publisher: PublisherHandle) -> std::io::Result<()> {
     std::thread::Builder::new()
         .name("bistream-demo".into())
         .spawn(move || {

@@ -10,10 +10,11 @@
 //! the other.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+use std::thread::Thread;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{Receiver, Sender, TryRecvError, TrySendError};
 use mio::Waker;
 
 use crate::channel::Channel;
@@ -73,6 +74,37 @@ pub struct Recovery {
     pub complete: bool,
 }
 
+/// The sending side of the publisher's inbox, for loops and the demo source.
+/// Never blocks: a full inbox is the caller's 503 (or retry).
+#[derive(Clone)]
+pub struct PublisherHandle {
+    tx: Sender<ToPublisher>,
+    /// Set once the publisher thread exists, before any loop runs.
+    thread: Arc<OnceLock<Thread>>,
+}
+
+impl PublisherHandle {
+    pub fn new(tx: Sender<ToPublisher>) -> PublisherHandle {
+        PublisherHandle {
+            tx,
+            thread: Arc::new(OnceLock::new()),
+        }
+    }
+
+    pub fn set_thread(&self, t: Thread) {
+        let _ = self.thread.set(t);
+    }
+
+    pub fn try_send(&self, msg: ToPublisher) -> Result<(), TrySendError<ToPublisher>> {
+        self.tx.try_send(msg)?;
+        if let Some(t) = self.thread.get() {
+            // Cheap when the thread is awake: unpark only sets its token.
+            t.unpark();
+        }
+        Ok(())
+    }
+}
+
 /// The sending side of one loop's inbox.
 #[derive(Clone)]
 pub struct LoopHandle {
@@ -129,9 +161,12 @@ impl Publisher {
             (self.cfg.history_ttl / 10).clamp(Duration::from_secs(1), Duration::from_secs(30));
         let mut next_sweep = Instant::now() + sweep_every;
         loop {
-            let wait = next_sweep.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(wait) {
-                Ok(ToPublisher::Shutdown) | Err(RecvTimeoutError::Disconnected) => return,
+            // Parked, not blocked in `recv`: crossbeam's blocking receive spins
+            // and calls sched_yield before it sleeps, which on a loop's core
+            // steals time from fan-out (measured: docs/performance.md).
+            // Senders unpark this thread (`PublisherHandle`).
+            match rx.try_recv() {
+                Ok(ToPublisher::Shutdown) | Err(TryRecvError::Disconnected) => return,
                 Ok(msg) => {
                     self.handle(msg);
                     // Take what else is waiting before flushing, so that a burst of
@@ -145,7 +180,9 @@ impl Publisher {
                     }
                     self.flush();
                 }
-                Err(RecvTimeoutError::Timeout) => {}
+                Err(TryRecvError::Empty) => {
+                    std::thread::park_timeout(next_sweep.saturating_duration_since(Instant::now()));
+                }
             }
             let now = Instant::now();
             if now >= next_sweep {

@@ -44,6 +44,8 @@ pub struct Connection {
     pub client: Option<std::net::IpAddr>,
     /// Holds a `--max-connections-per-ip` slot for `client`, released on removal.
     pub ip_slot: bool,
+    /// Registered for writability: bytes are waiting for the kernel.
+    pub want_write: bool,
 }
 
 pub enum State {

@@ -9,13 +9,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use crossbeam_channel::{Receiver, Sender, TrySendError};
+use crossbeam_channel::{Receiver, TrySendError};
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
 use crate::clock;
 use crate::hub::event::Delivery;
-use crate::hub::publisher::{SubscribeAck, ToLoop, ToPublisher};
+use crate::hub::publisher::{PublisherHandle, SubscribeAck, ToLoop, ToPublisher};
 use crate::hub::subscriptions::{ConnRef, Subscriptions};
 use crate::metrics::LoopMetrics;
 use crate::server::connection::{passes, Connection, HttpState, State, WsKind};
@@ -39,7 +39,7 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 pub struct Ctx {
     pub id: usize,
     pub shared: Arc<Shared>,
-    pub publisher: Sender<ToPublisher>,
+    pub publisher: PublisherHandle,
     /// Unsubscribes that found the publisher's inbox full; retried each iteration.
     pub pending_ctrl: VecDeque<ToPublisher>,
     pub subs: Subscriptions,
@@ -110,7 +110,7 @@ impl EventLoop {
         mut listeners: Vec<Listener>,
         inbox: Receiver<ToLoop>,
         notified: Arc<AtomicBool>,
-        publisher: Sender<ToPublisher>,
+        publisher: PublisherHandle,
         shared: Arc<Shared>,
     ) -> io::Result<EventLoop> {
         for (i, l) in listeners.iter_mut().enumerate() {
@@ -277,11 +277,7 @@ impl EventLoop {
         if self
             .poll
             .registry()
-            .register(
-                &mut socket,
-                Token(CONN_BASE + key),
-                Interest::READABLE | Interest::WRITABLE,
-            )
+            .register(&mut socket, Token(CONN_BASE + key), Interest::READABLE)
             .is_err()
         {
             self.cx.shared.open.fetch_sub(1, Ordering::AcqRel);
@@ -306,6 +302,7 @@ impl EventLoop {
             dead: false,
             client: None,
             ip_slot: false,
+            want_write: false,
         });
         self.after(key);
     }
@@ -414,11 +411,18 @@ impl EventLoop {
     }
 
     fn flush(&mut self, key: usize) {
+        let now_ns = clock::mono_ns();
+        self.flush_at(key, now_ns);
+    }
+
+    /// Writes what is queued. Writable interest is held only while bytes wait
+    /// for the kernel: a socket that drains at once costs no epoll_ctl, and
+    /// idle sockets send no writable wake-ups on every ACK.
+    fn flush_at(&mut self, key: usize, now_ns: u64) {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
         conn.dirty = false;
-        let now_ns = clock::mono_ns();
         let lm = &mut self.cx.lm;
         let res = conn.out.write_to(&mut conn.socket, |stamp| {
             lm.delivered += 1;
@@ -427,7 +431,7 @@ impl EventLoop {
                     .observe(now_ns.saturating_sub(stamp) as f64 / 1e9);
             }
         });
-        match res {
+        let want_write = match res {
             Ok(Flushed::All) => {
                 if let State::Closing(c) = &mut conn.state {
                     if !c.fin_sent {
@@ -435,18 +439,39 @@ impl EventLoop {
                         conn.socket.shutdown_write();
                     }
                 }
+                false
             }
-            Ok(Flushed::Blocked) => {}
-            Err(_) => conn.dead = true,
+            Ok(Flushed::Blocked) => true,
+            Err(_) => {
+                conn.dead = true;
+                false
+            }
+        };
+        if want_write != conn.want_write && !conn.dead {
+            let interest = if want_write {
+                Interest::READABLE | Interest::WRITABLE
+            } else {
+                Interest::READABLE
+            };
+            if self
+                .poll
+                .registry()
+                .reregister(&mut conn.socket, Token(CONN_BASE + key), interest)
+                .is_err()
+            {
+                conn.dead = true;
+            }
+            conn.want_write = want_write;
         }
         self.after(key);
     }
 
     fn flush_dirty(&mut self) {
         while !self.cx.dirty.is_empty() {
+            let now_ns = clock::mono_ns();
             let dirty = std::mem::take(&mut self.cx.dirty);
             for key in dirty {
-                self.flush(key);
+                self.flush_at(key, now_ns);
             }
         }
     }

@@ -16,13 +16,12 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::Sender;
 use mio::{Poll, Waker};
 
 use crate::auth::Verifier;
 use crate::config::{Config, ListenAddr};
 use crate::hub::publisher::{
-    new_epoch, LoopHandle, Publisher, PublisherConfig, ToLoop, ToPublisher,
+    new_epoch, LoopHandle, Publisher, PublisherConfig, PublisherHandle, ToLoop, ToPublisher,
 };
 use crate::metrics::Metrics;
 
@@ -63,7 +62,7 @@ pub struct Server {
     pub shared: Arc<Shared>,
     loops: Vec<JoinHandle<()>>,
     handles: Vec<LoopHandle>,
-    publisher_tx: Sender<ToPublisher>,
+    publisher_tx: PublisherHandle,
     publisher: Option<JoinHandle<()>>,
     unix_paths: Vec<PathBuf>,
 }
@@ -85,7 +84,8 @@ pub fn start(config: Config) -> Result<Server, StartError> {
         config,
     });
 
-    let (publisher_tx, publisher_rx) = crossbeam_channel::bounded(PUBLISHER_INBOX);
+    let (tx, publisher_rx) = crossbeam_channel::bounded(PUBLISHER_INBOX);
+    let publisher_tx = PublisherHandle::new(tx);
     let mut handles = Vec::new();
     let mut loops = Vec::new();
     for (id, listeners) in bound.per_loop.into_iter().enumerate() {
@@ -125,6 +125,7 @@ pub fn start(config: Config) -> Result<Server, StartError> {
         .name("bistream-publisher".into())
         .spawn(move || publisher.run(publisher_rx))
         .map_err(StartError::Thread)?;
+    publisher_tx.set_thread(publisher.thread().clone());
     let mut joins = Vec::new();
     for el in loops {
         let name = format!("bistream-loop-{}", el.id());
