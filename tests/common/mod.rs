@@ -31,30 +31,19 @@ impl Server {
     // The child is waited for in Drop; clippy cannot see that across the struct.
     #[allow(clippy::zombie_processes)]
     pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Server {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_bistream"));
+        Server::launch(&[], args, env)
+    }
+
+    /// Runs `wrapper... bistream args...` (wrapper may be empty), adding
+    /// `--listen 127.0.0.1:0` unless given, and waits for the TCP banner.
+    #[allow(clippy::zombie_processes)]
+    pub fn launch(wrapper: &[&str], args: &[&str], env: &[(&str, &str)]) -> Server {
+        let mut full: Vec<&str> = Vec::new();
         if !args.contains(&"--listen") {
-            cmd.args(["--listen", "127.0.0.1:0"]);
+            full.extend(["--listen", "127.0.0.1:0"]);
         }
-        cmd.args(args)
-            .env_remove("JWT_SECRET_KEY")
-            .env_remove("JWT_SECRET_KEY_PREVIOUS")
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().expect("spawn bistream");
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    return;
-                }
-            }
-        });
+        full.extend_from_slice(args);
+        let (child, rx) = spawn_bistream(wrapper, &full, env);
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let line = rx
@@ -641,43 +630,7 @@ impl Server {
     // The child is waited for in Drop; clippy cannot see that across the struct.
     #[allow(clippy::zombie_processes)]
     pub fn start_via(wrapper: &[&str], args: &[&str]) -> Server {
-        let mut cmd = Command::new(wrapper[0]);
-        cmd.args(&wrapper[1..]).arg(env!("CARGO_BIN_EXE_bistream"));
-        if !args.contains(&"--listen") {
-            cmd.args(["--listen", "127.0.0.1:0"]);
-        }
-        cmd.args(args)
-            .env_remove("JWT_SECRET_KEY")
-            .env_remove("JWT_SECRET_KEY_PREVIOUS")
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("spawn bistream");
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    return;
-                }
-            }
-        });
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let line = rx
-                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-                .expect("bistream printed its banner");
-            if let Some(rest) = line.split("listening on ").nth(1) {
-                if let Ok(addr) = rest.trim().parse::<SocketAddr>() {
-                    return Server {
-                        child,
-                        addr,
-                        log: rx,
-                    };
-                }
-            }
-        }
+        Server::launch(wrapper, args, &[])
     }
 }
 
@@ -701,27 +654,7 @@ impl UnixServer {
     pub fn start(args: &[&str], env: &[(&str, &str)]) -> UnixServer {
         let want = args.iter().filter(|a| a.starts_with("unix:")).count();
         assert!(want > 0, "UnixServer needs a --listen unix:/path");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_bistream"));
-        cmd.args(args)
-            .env_remove("JWT_SECRET_KEY")
-            .env_remove("JWT_SECRET_KEY_PREVIOUS")
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().expect("spawn bistream");
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    return;
-                }
-            }
-        });
+        let (child, rx) = spawn_bistream(&[], args, env);
         let deadline = Instant::now() + Duration::from_secs(20);
         let mut seen = 0;
         while seen < want {
@@ -777,4 +710,44 @@ pub fn wait_child(child: &mut Child, timeout: Duration) -> Option<i32> {
         std::thread::sleep(Duration::from_millis(20));
     }
     None
+}
+
+/// Starts the real binary (behind `wrapper`, e.g. `prlimit ...`, when given)
+/// with a clean auth environment; its stderr lines arrive on the receiver. The
+/// caller owns (and must kill) the child.
+pub fn spawn_bistream(
+    wrapper: &[&str],
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (Child, mpsc::Receiver<String>) {
+    let bin = env!("CARGO_BIN_EXE_bistream");
+    let mut cmd = match wrapper.split_first() {
+        Some((prog, rest)) => {
+            let mut c = Command::new(prog);
+            c.args(rest).arg(bin);
+            c
+        }
+        None => Command::new(bin),
+    };
+    cmd.args(args)
+        .env_remove("JWT_SECRET_KEY")
+        .env_remove("JWT_SECRET_KEY_PREVIOUS")
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("spawn bistream");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    (child, rx)
 }
