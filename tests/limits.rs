@@ -320,3 +320,41 @@ fn the_close_frame_comes_before_tcp_closes() {
     assert_eq!(code(&c), 1002, "{c:?}");
     healthy.check(&s);
 }
+
+#[test]
+fn a_connection_that_never_speaks_is_closed_at_the_handshake_timeout_and_counted() {
+    let s = Server::start(&[
+        "--handshake-timeout",
+        "300ms",
+        "--keepalive-timeout",
+        "300ms",
+    ]);
+    let mut silent = std::net::TcpStream::connect(s.addr).unwrap();
+    silent
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    // An idle keep-alive connection (one answered request) is closed too, but is
+    // no failed handshake.
+    let mut idle = std::net::TcpStream::connect(s.addr).unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    idle.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    assert_eq!(read_response(&mut idle).0, 200);
+    let t0 = Instant::now();
+    let mut buf = [0u8; 64];
+    use std::io::Read;
+    assert_eq!(
+        silent.read(&mut buf).unwrap_or(0),
+        0,
+        "closed without a response"
+    );
+    assert!(t0.elapsed() < Duration::from_secs(2));
+    assert_eq!(idle.read(&mut buf).unwrap_or(0), 0);
+    assert!(wait_until(Duration::from_secs(2), || {
+        metric(
+            &s.metrics(),
+            "bistream_handshake_failures_total{status=\"408\"}",
+        ) == 1.0
+    }));
+    assert_serving(&s);
+}

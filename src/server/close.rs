@@ -120,7 +120,12 @@ pub fn on_timer(conn: &mut Connection, key: usize, cx: &mut Ctx) {
     match &mut conn.state {
         State::Http(h) => {
             if conn.inbuf.is_empty() && h.body.is_none() {
-                // An idle keep-alive connection, or one that never sent a byte.
+                // An idle keep-alive connection is simply closed; one that never
+                // sent a byte is a failed handshake (counted as 408, though
+                // nothing is written: there is no request to answer).
+                if h.first && cx.draining.is_none() {
+                    cx.shared.metrics.handshake_failure(408);
+                }
                 conn.dead = true;
             } else {
                 cx.shared.metrics.handshake_failure(408);

@@ -59,6 +59,9 @@ pub struct HttpState {
     /// Request-head deadline: from accept for the first request (not reset by
     /// each byte), from the last response for a keep-alive connection.
     pub deadline: Instant,
+    /// No request was answered on this connection yet: a timeout now is a
+    /// failed handshake, not an idle keep-alive connection.
+    pub first: bool,
     /// Bytes of `inbuf` already searched for the end of the head.
     pub scanned: usize,
     pub body: Option<Box<BodyWait>>,

@@ -291,6 +291,7 @@ impl EventLoop {
             peer,
             state: State::Http(HttpState {
                 deadline,
+                first: true,
                 scanned: 0,
                 body: None,
             }),

@@ -212,6 +212,7 @@ fn respond(
     }
     conn.state = State::Http(HttpState {
         deadline: cx.now + cx.shared.config.keepalive_timeout,
+        first: false,
         scanned: 0,
         body: None,
     });
