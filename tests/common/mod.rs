@@ -740,7 +740,13 @@ pub fn spawn_bistream(
         cmd.env(k, v);
     }
     let mut child = cmd.spawn().expect("spawn bistream");
-    let stderr = child.stderr.take().expect("stderr");
+    let rx = log_lines(&mut child);
+    (child, rx)
+}
+
+/// The child's stderr, line by line, on a channel (read by a thread of its own).
+pub fn log_lines(child: &mut Child) -> mpsc::Receiver<String> {
+    let stderr = child.stderr.take().expect("stderr is piped");
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
@@ -749,5 +755,5 @@ pub fn spawn_bistream(
             }
         }
     });
-    (child, rx)
+    rx
 }
