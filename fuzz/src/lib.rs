@@ -3,7 +3,11 @@
 //! loop does and checks more than "no panic": the properties the server
 //! relies on.
 
+#[path = "http_sequence.rs"]
+pub mod http_sequence;
+
 use bistream::http::head::{has_head_end, parse_head, HeadStatus, RequestHead};
+use bistream::http::response::Refusal;
 use bistream::http::router::{route, Route};
 use bistream::http::upgrade::{check_upgrade, parse_query, Target, UpgradeContext};
 use bistream::ws::close::{code_allowed_on_wire, ClientClose, CloseCode};
@@ -68,15 +72,15 @@ fn upgrade(head: &RequestHead) {
         _ => return,
     };
     let origins = ["https://bi.example".to_string()];
-    for (busy, allowed) in [(None, &origins[..0]), (Some("draining"), &origins[..])] {
+    for (busy, allowed) in [(false, &origins[..0]), (true, &origins[..])] {
         let ctx = UpgradeContext {
-            busy,
+            busy: busy.then(Refusal::draining),
             allowed_origins: allowed,
             verifier: None,
         };
         match check_upgrade(head, target.clone(), &ctx) {
             Ok(up) => {
-                assert!(busy.is_none(), "accepted while busy");
+                assert!(!busy, "accepted while busy");
                 assert_eq!(
                     up.accept_key.len(),
                     28,

@@ -36,10 +36,15 @@ pub struct RequestHead {
     pub sec_websocket_version: Option<String>,
     pub origin: Option<String>,
     pub authorization: Option<Vec<u8>>,
-    /// `Some(Err)` when the header is present but not a number (or repeated with
-    /// different values): a request-smuggling shape, refused with 400.
-    pub content_length: Option<Result<u64, ()>>,
-    pub chunked: bool,
+    /// `Content-Length`, when sent (framing: `http::framing`).
+    pub content_length: Option<ContentLength>,
+    /// Lower-cased codings of every `Transfer-Encoding` header, in order;
+    /// `None` when there is no such header.
+    pub transfer_encoding: Option<Vec<String>>,
+    /// `Host` headers seen (RFC 9112 §3.2: exactly one on HTTP/1.1).
+    pub host_count: u8,
+    /// `Sec-WebSocket-Key` was sent more than once (400).
+    pub duplicate_ws_key: bool,
     pub expect_continue: bool,
     pub x_forwarded_for: Option<String>,
     pub x_real_ip: Option<String>,
@@ -63,7 +68,9 @@ impl std::fmt::Debug for RequestHead {
             .field("origin", &self.origin)
             .field("authorization", &redacted(self.authorization.is_some()))
             .field("content_length", &self.content_length)
-            .field("chunked", &self.chunked)
+            .field("transfer_encoding", &self.transfer_encoding)
+            .field("host_count", &self.host_count)
+            .field("duplicate_ws_key", &self.duplicate_ws_key)
             .field("expect_continue", &self.expect_continue)
             .field("x_forwarded_for", &self.x_forwarded_for)
             .field("x_real_ip", &self.x_real_ip)
@@ -97,6 +104,15 @@ impl RequestHead {
             !self.connection_has("close")
         }
     }
+}
+
+/// A `Content-Length` header as sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContentLength {
+    Valid(u64),
+    /// Not a plain decimal number, or repeated with different values: a
+    /// request-smuggling shape, refused with 400.
+    Invalid,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -139,6 +155,26 @@ fn text(v: &[u8]) -> Option<String> {
     std::str::from_utf8(v).ok().map(|s| s.trim().to_string())
 }
 
+/// The path and query of a request target. An absolute-form target
+/// (`http://host/ws/dashboard/a`, RFC 9112 §3.2.2, as sent to proxies) is
+/// accepted and reduced to its path; its authority is not used.
+fn origin_form(target: &str) -> std::borrow::Cow<'_, str> {
+    let lower = |n: usize| target.get(..n).map(str::to_ascii_lowercase);
+    let rest = if lower(7).as_deref() == Some("http://") {
+        &target[7..]
+    } else if lower(8).as_deref() == Some("https://") {
+        &target[8..]
+    } else {
+        return target.into();
+    };
+    match rest.find(['/', '?']) {
+        Some(i) if rest.as_bytes()[i] == b'/' => rest[i..].into(),
+        // `http://host?q`: the path is `/`, the query stays.
+        Some(i) => format!("/{}", &rest[i..]).into(),
+        None => "/".into(),
+    }
+}
+
 /// Parse the head at the start of `buf`, at most `max_len` bytes long.
 pub fn parse_head(buf: &[u8], max_len: usize) -> Result<HeadStatus, HeadError> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
@@ -167,7 +203,21 @@ pub fn parse_head(buf: &[u8], max_len: usize) -> Result<HeadStatus, HeadError> {
         "POST" => Method::Post,
         other => Method::Other(other.to_string()),
     };
+    // Bare LF line ends are refused: a proxy in front that reads them
+    // differently could otherwise be made to disagree on where a request ends.
+    if buf[..len]
+        .iter()
+        .enumerate()
+        .any(|(i, &b)| b == b'\n' && (i == 0 || buf[i - 1] != b'\r'))
+    {
+        return Err(HeadError::Malformed("line endings must be CRLF"));
+    }
     let target = req.path.unwrap_or("/");
+    // RFC 9112 §3.2: a request target is ASCII (httparse also lets UTF-8 through).
+    if !target.is_ascii() {
+        return Err(HeadError::Malformed("the request target must be ASCII"));
+    }
+    let target = origin_form(target);
     let (path, query) = match target.split_once('?') {
         Some((p, q)) => (p.to_string(), Some(q.to_string())),
         None => (target.to_string(), None),
@@ -187,6 +237,7 @@ pub fn parse_head(buf: &[u8], max_len: usize) -> Result<HeadStatus, HeadError> {
         } else if name.eq_ignore_ascii_case("upgrade") {
             tokens(v, &mut head.upgrade);
         } else if name.eq_ignore_ascii_case("sec-websocket-key") {
+            head.duplicate_ws_key |= head.sec_websocket_key.is_some();
             head.sec_websocket_key = text(v);
         } else if name.eq_ignore_ascii_case("sec-websocket-version") {
             head.sec_websocket_version = text(v);
@@ -195,21 +246,27 @@ pub fn parse_head(buf: &[u8], max_len: usize) -> Result<HeadStatus, HeadError> {
         } else if name.eq_ignore_ascii_case("authorization") {
             head.authorization = Some(v.to_vec());
         } else if name.eq_ignore_ascii_case("host") {
+            head.host_count = head.host_count.saturating_add(1);
             head.host = text(v);
         } else if name.eq_ignore_ascii_case("content-length") {
             let parsed = text(v)
                 .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
                 .and_then(|s| s.parse::<u64>().ok())
-                .ok_or(());
+                .map_or(ContentLength::Invalid, ContentLength::Valid);
             head.content_length = match (head.content_length.take(), parsed) {
                 (None, p) => Some(p),
-                (Some(Ok(a)), Ok(b)) if a == b => Some(Ok(a)),
-                _ => Some(Err(())),
+                (Some(ContentLength::Valid(a)), ContentLength::Valid(b)) if a == b => {
+                    Some(ContentLength::Valid(a))
+                }
+                _ => Some(ContentLength::Invalid),
             };
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
-            let mut t = Vec::new();
-            tokens(v, &mut t);
-            head.chunked |= t.iter().any(|x| x == "chunked");
+            // Every coding of every header, in order: `chunked` must be the last one.
+            let codings = head.transfer_encoding.get_or_insert_with(Vec::new);
+            match std::str::from_utf8(v) {
+                Ok(s) => codings.extend(s.split(',').map(|t| t.trim().to_ascii_lowercase())),
+                Err(_) => codings.push(String::new()),
+            }
         } else if name.eq_ignore_ascii_case("expect") {
             head.expect_continue = text(v).is_some_and(|s| s.eq_ignore_ascii_case("100-continue"));
         } else if name.eq_ignore_ascii_case("x-forwarded-for") {
@@ -315,18 +372,23 @@ mod tests {
     #[test]
     fn content_length_rules() {
         let (h, _) = complete(b"POST /api/events HTTP/1.1\r\nContent-Length: 12\r\n\r\n");
-        assert_eq!(h.content_length, Some(Ok(12)));
+        assert_eq!(h.content_length, Some(ContentLength::Valid(12)));
         let (h, _) = complete(b"POST /api/events HTTP/1.1\r\nContent-Length: +12\r\n\r\n");
-        assert_eq!(h.content_length, Some(Err(())));
+        assert_eq!(h.content_length, Some(ContentLength::Invalid));
         let (h, _) = complete(
             b"POST /api/events HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
         );
-        assert_eq!(h.content_length, Some(Err(())));
+        assert_eq!(h.content_length, Some(ContentLength::Invalid));
         let (h, _) = complete(
-            b"POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n",
+            b"POST /x HTTP/1.1\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: Chunked\r\nExpect: 100-continue\r\n\r\n",
         );
-        assert!(h.chunked);
+        assert_eq!(
+            h.transfer_encoding,
+            Some(vec!["gzip".to_string(), "chunked".to_string()])
+        );
         assert!(h.expect_continue);
+        let (h, _) = complete(b"GET / HTTP/1.1\r\n\r\n");
+        assert_eq!(h.transfer_encoding, None);
     }
 
     #[test]
@@ -342,6 +404,31 @@ mod tests {
         assert_eq!(h.loggable_target(), "/ws/dashboard/loc-1?<redacted>");
         let (h, _) = complete(b"GET /healthz HTTP/1.1\r\n\r\n");
         assert_eq!(h.loggable_target(), "/healthz");
+    }
+
+    #[test]
+    fn absolute_form_targets_and_hosts() {
+        let (h, _) = complete(
+            b"GET http://example.com:8000/ws/dashboard/a?since=1 HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n",
+        );
+        assert_eq!(h.path, "/ws/dashboard/a");
+        assert_eq!(h.query.as_deref(), Some("since=1"));
+        assert_eq!(h.host_count, 2);
+        let (h, _) = complete(b"GET HTTPS://example.com HTTP/1.1\r\n\r\n");
+        assert_eq!(h.path, "/");
+        let (h, _) = complete(b"GET /http://x/y HTTP/1.1\r\n\r\n");
+        assert_eq!(h.path, "/http://x/y");
+    }
+
+    #[test]
+    fn bare_lf_and_duplicate_keys() {
+        assert_eq!(
+            parse_head(b"GET / HTTP/1.1\nHost: x\n\n", 8192),
+            Err(HeadError::Malformed("line endings must be CRLF"))
+        );
+        let (h, _) =
+            complete(b"GET / HTTP/1.1\r\nSec-WebSocket-Key: a\r\nsec-websocket-key: a\r\n\r\n");
+        assert!(h.duplicate_ws_key);
     }
 
     #[test]

@@ -41,13 +41,24 @@ pub enum PublishError {
     /// 413.
     #[error("at most {MAX_PUBLISH_EVENTS} events per request (got {0})")]
     TooManyEvents(usize),
+    /// 413: the event's frame would not fit in a subscriber's outbound queue
+    /// (`--max-queue-bytes`), so no subscriber could ever receive it.
+    #[error(
+        "{at}the event is too large: its frame would be {frame} bytes, over the \
+         outbound queue bound of {limit} bytes (--max-queue-bytes)"
+    )]
+    EventTooLarge {
+        at: String,
+        frame: usize,
+        limit: usize,
+    },
 }
 
 impl PublishError {
     pub fn status(&self) -> u16 {
         match self {
             PublishError::Invalid(_) => 400,
-            PublishError::TooManyEvents(_) => 413,
+            PublishError::TooManyEvents(_) | PublishError::EventTooLarge { .. } => 413,
         }
     }
 }
@@ -145,6 +156,28 @@ fn parse_one(raw: &RawValue, at: &str) -> Result<PublishEvent, PublishError> {
         location: parse_location(w.location_id, at)?,
         event_type: parse_event_type(w.event_type, at)?,
         data: w.data.unwrap_or_else(null),
+    })
+}
+
+/// The first event whose frame, for any stream it may go to, would be larger
+/// than `limit` bytes (`docs/protocol.md` §5: such a publish is refused whole).
+pub fn oversized(events: &[PublishEvent], limit: usize) -> Option<PublishError> {
+    events.iter().enumerate().find_map(|(i, e)| {
+        let location = match &e.location {
+            LocationSel::One(l) => l.len(),
+            LocationSel::All => crate::channel::MAX_LOCATION_ID_LEN,
+        };
+        let frame =
+            crate::hub::event::frame_len_bound(location, e.event_type.len(), e.data.get().len());
+        (frame > limit).then(|| PublishError::EventTooLarge {
+            at: if events.len() > 1 {
+                format!("events[{i}]: ")
+            } else {
+                String::new()
+            },
+            frame,
+            limit,
+        })
     })
 }
 

@@ -21,6 +21,7 @@ pub fn reason(status: u16) -> &'static str {
         426 => "Upgrade Required",
         431 => "Request Header Fields Too Large",
         500 => "Internal Server Error",
+        501 => "Not Implemented",
         503 => "Service Unavailable",
         _ => "Unknown",
     }
@@ -100,6 +101,15 @@ pub fn switching_protocols(accept_key: &str) -> Vec<u8> {
          Sec-WebSocket-Accept: {accept_key}\r\n\r\n"
     )
     .into_bytes()
+}
+
+/// The answer to a `HEAD`: the same head as the `GET` would get (its
+/// `Content-Length` included, RFC 9110 §9.3.2), without the body.
+pub fn head_only(mut full: Vec<u8>) -> Vec<u8> {
+    if let Some(i) = full.windows(4).position(|w| w == b"\r\n\r\n") {
+        full.truncate(i + 4);
+    }
+    full
 }
 
 pub const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";

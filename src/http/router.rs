@@ -1,13 +1,18 @@
 //! Path → route. Pure, so every path of the contract is unit-tested here.
 
 use crate::channel::{valid_location_id, Channel};
+use crate::http::head::Method;
+
+/// A path under a channel's endpoint whose `{location_id}` is not valid (400).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InvalidLocation;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route<'a> {
-    /// One of the six BI endpoints. `location` is `Err` when the id is malformed (400).
+    /// One of the six BI endpoints.
     Stream {
         channel: Channel,
-        location: Result<&'a str, ()>,
+        location: Result<&'a str, InvalidLocation>,
     },
     Echo,
     PublishEvents,
@@ -17,16 +22,59 @@ pub enum Route<'a> {
     NotFound,
 }
 
+/// The methods a route answers, for the check and for the `Allow` header of a 405.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Allowed {
+    Get,
+    /// `GET` and `HEAD` (the probes and metrics: a `HEAD` gets the headers alone).
+    GetHead,
+    Post,
+}
+
+impl Allowed {
+    pub fn permits(self, m: &Method) -> bool {
+        matches!(
+            (self, m),
+            (Allowed::Get | Allowed::GetHead, Method::Get)
+                | (Allowed::GetHead, Method::Head)
+                | (Allowed::Post, Method::Post)
+        )
+    }
+
+    /// The `Allow` header line of a 405.
+    pub fn header(self) -> &'static str {
+        match self {
+            Allowed::Get => "Allow: GET\r\n",
+            Allowed::GetHead => "Allow: GET, HEAD\r\n",
+            Allowed::Post => "Allow: POST\r\n",
+        }
+    }
+
+    pub fn names(self) -> &'static str {
+        match self {
+            Allowed::Get => "GET",
+            Allowed::GetHead => "GET or HEAD",
+            Allowed::Post => "POST",
+        }
+    }
+}
+
 impl Route<'_> {
     /// Paths under `/ws/` answer 405 to any method but GET; the API paths name their own.
-    pub fn allowed_method(&self) -> Option<&'static str> {
+    pub fn allowed(&self) -> Option<Allowed> {
         match self {
-            Route::Stream { .. } | Route::Echo => Some("GET"),
-            Route::PublishEvents => Some("POST"),
-            Route::Healthz | Route::Readyz | Route::Metrics => Some("GET"),
+            Route::Stream { .. } | Route::Echo => Some(Allowed::Get),
+            Route::PublishEvents => Some(Allowed::Post),
+            Route::Healthz | Route::Readyz | Route::Metrics => Some(Allowed::GetHead),
             Route::NotFound => None,
         }
     }
+}
+
+/// Does this request carry a body by design? Only a publish does; a body on
+/// any other request is refused (`http::framing`), never skipped or parsed.
+pub fn takes_body(method: &Method, path: &str) -> bool {
+    *method == Method::Post && path == "/api/events"
 }
 
 pub fn route(path: &str, echo_enabled: bool) -> Route<'_> {
@@ -44,7 +92,7 @@ pub fn route(path: &str, echo_enabled: bool) -> Route<'_> {
                 let location = if valid_location_id(rest) {
                     Ok(rest)
                 } else {
-                    Err(())
+                    Err(InvalidLocation)
                 };
                 return Route::Stream { channel, location };
             }
@@ -52,7 +100,7 @@ pub fn route(path: &str, echo_enabled: bool) -> Route<'_> {
             if path == &prefix[..prefix.len() - 1] {
                 return Route::Stream {
                     channel,
-                    location: Err(()),
+                    location: Err(InvalidLocation),
                 };
             }
         }
@@ -113,7 +161,7 @@ mod tests {
                 matches!(
                     route(p, false),
                     Route::Stream {
-                        location: Err(()),
+                        location: Err(InvalidLocation),
                         ..
                     }
                 ),

@@ -33,10 +33,14 @@ pub struct Upgrade {
     pub token_exp: Option<u64>,
 }
 
+/// Most event types in a connection's filter (`events=`, `subscribe`): the
+/// filter is checked for every event, and a client may not make that costly.
+pub const MAX_FILTER_TYPES: usize = 256;
+
 /// What the server knows besides the request.
 pub struct UpgradeContext<'a> {
-    /// The connection limit is reached or the server is draining.
-    pub busy: Option<&'static str>,
+    /// The 503 to give: the server is draining or a connection limit is reached.
+    pub busy: Option<Refusal>,
     pub allowed_origins: &'a [String],
     pub verifier: Option<&'a Verifier>,
 }
@@ -92,14 +96,6 @@ pub fn request_token(head: &RequestHead, query_token: Option<&str>) -> Option<St
     .map(str::to_string)
 }
 
-fn bad(code: &'static str, message: impl Into<String>) -> Refusal {
-    Refusal::new(400, code, message)
-}
-
-fn unauthorized(e: &AuthError) -> Refusal {
-    Refusal::new(401, e.code(), e.message())
-}
-
 /// Checks everything that is not the transport: the result is the upgrade or the refusal.
 pub fn check_upgrade(
     head: &RequestHead,
@@ -108,18 +104,21 @@ pub fn check_upgrade(
 ) -> Result<Upgrade, Refusal> {
     // 400: a valid upgrade request.
     if head.minor_version != 1 {
-        return Err(bad("bad_request", "WebSocket upgrades need HTTP/1.1"));
+        return Err(Refusal::bad_upgrade("WebSocket upgrades need HTTP/1.1"));
     }
     if !head.upgrade.iter().any(|t| t == "websocket") {
-        return Err(bad(
-            "bad_request",
+        return Err(Refusal::bad_upgrade(
             "not a WebSocket upgrade: missing `Upgrade: websocket`",
         ));
     }
     if !head.connection_has("upgrade") {
-        return Err(bad(
-            "bad_request",
+        return Err(Refusal::bad_upgrade(
             "not a WebSocket upgrade: missing `Connection: Upgrade`",
+        ));
+    }
+    if head.duplicate_ws_key {
+        return Err(Refusal::bad_upgrade(
+            "Sec-WebSocket-Key must be sent exactly once",
         ));
     }
     let key = match &head.sec_websocket_key {
@@ -131,41 +130,38 @@ pub fn check_upgrade(
             k.clone()
         }
         Some(_) => {
-            return Err(bad(
-                "bad_request",
+            return Err(Refusal::bad_upgrade(
                 "Sec-WebSocket-Key must be 16 bytes in base64",
             ))
         }
-        None => return Err(bad("bad_request", "missing Sec-WebSocket-Key")),
+        None => return Err(Refusal::bad_upgrade("missing Sec-WebSocket-Key")),
     };
     let Some(version) = &head.sec_websocket_version else {
-        return Err(bad("bad_request", "missing Sec-WebSocket-Version"));
+        return Err(Refusal::bad_upgrade("missing Sec-WebSocket-Version"));
     };
     let query = parse_query(head.query.as_deref());
     let since = match &query.since {
         None => None,
         Some(s) => match s.parse::<u64>() {
             Ok(n) if s.bytes().all(|b| b.is_ascii_digit()) => Some(n),
-            _ => {
-                return Err(bad(
-                    "invalid_since",
-                    "`since` must be a non-negative integer (the last seq you saw)",
-                ))
-            }
+            _ => return Err(Refusal::invalid_since()),
         },
     };
     let filter = match query.events.as_deref() {
         None | Some("") => None,
         Some(list) => {
-            let mut types = Vec::new();
+            let mut types: Vec<Box<str>> = Vec::new();
+            let mut seen = std::collections::HashSet::new();
             for t in list.split(',').map(str::trim).filter(|t| !t.is_empty()) {
                 if !valid_event_type(t) {
-                    return Err(bad(
-                        "invalid_events",
-                        "`events` must be a comma-separated list of event types ([A-Za-z0-9_.:-]{1,64})",
-                    ));
+                    return Err(Refusal::invalid_events(MAX_FILTER_TYPES));
                 }
-                types.push(Box::<str>::from(t));
+                if seen.insert(t) {
+                    if types.len() == MAX_FILTER_TYPES {
+                        return Err(Refusal::invalid_events(MAX_FILTER_TYPES));
+                    }
+                    types.push(t.into());
+                }
             }
             if types.is_empty() {
                 None
@@ -176,44 +172,30 @@ pub fn check_upgrade(
     };
     // 426
     if version != "13" {
-        return Err(Refusal::new(
-            426,
-            "unsupported_version",
-            "only Sec-WebSocket-Version 13 is supported",
-        )
-        .with_headers("Sec-WebSocket-Version: 13\r\n"));
+        return Err(Refusal::unsupported_version());
     }
     // 503
-    if let Some(why) = ctx.busy {
-        return Err(Refusal::new(503, "unavailable", why));
+    if let Some(r) = &ctx.busy {
+        return Err(r.clone());
     }
     // 403 for the Origin
     if let Some(origin) = &head.origin {
         if !ctx.allowed_origins.is_empty() && !ctx.allowed_origins.iter().any(|o| o == origin) {
-            return Err(Refusal::new(
-                403,
-                "origin_not_allowed",
-                "this Origin is not allowed",
-            ));
+            return Err(Refusal::origin_not_allowed());
         }
     }
     let mut token_exp = None;
     if let (Some(verifier), Target::Stream { channel, location }) = (ctx.verifier, &target) {
         // 401
         let Some(token) = request_token(head, query.token.as_deref()) else {
-            return Err(unauthorized(&AuthError::Missing));
+            return Err(Refusal::unauthorized(&AuthError::Missing));
         };
-        let claims = verifier.verify(&token).map_err(|e| unauthorized(&e))?;
+        let claims = verifier
+            .verify(&token)
+            .map_err(|e| Refusal::unauthorized(&e))?;
         // 403 for the grant
         if !claims.grants_subscription(channel.id(), location) {
-            return Err(Refusal::new(
-                403,
-                "forbidden",
-                format!(
-                    "the token does not grant channel `{}` at this location",
-                    channel.id()
-                ),
-            ));
+            return Err(Refusal::not_granted(channel.id()));
         }
         token_exp = Some(claims.expires_at());
     }
@@ -306,10 +288,29 @@ mod tests {
             assert_eq!(st(req, &open_ctx()), Some(400), "since={since}");
         }
         let busy = UpgradeContext {
-            busy: Some("draining"),
+            busy: Some(Refusal::draining()),
             ..open_ctx()
         };
         assert_eq!(st(upgrade_req("/ws/dashboard/loc-1", ""), &busy), Some(503));
+        let two_keys = upgrade_req(
+            "/ws/dashboard/loc-1",
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n",
+        );
+        assert_eq!(st(two_keys, &open_ctx()), Some(400));
+        let many: Vec<String> = (0..=MAX_FILTER_TYPES).map(|i| format!("T{i}")).collect();
+        let req = upgrade_req(
+            &format!("/ws/dashboard/loc-1?events={}", many.join(",")),
+            "",
+        );
+        assert_eq!(st(req, &open_ctx()), Some(400));
+        let req = upgrade_req(
+            &format!(
+                "/ws/dashboard/loc-1?events={}",
+                many[..MAX_FILTER_TYPES].join(",")
+            ),
+            "",
+        );
+        assert_eq!(st(req, &open_ctx()), None);
         let origins = vec!["https://app.example".to_string()];
         let ctx = UpgradeContext {
             allowed_origins: &origins,
@@ -336,7 +337,7 @@ mod tests {
     #[test]
     fn order_400_before_426_before_503() {
         let busy = UpgradeContext {
-            busy: Some("draining"),
+            busy: Some(Refusal::draining()),
             ..open_ctx()
         };
         let req =

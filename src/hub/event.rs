@@ -26,6 +26,19 @@ pub struct Delivery {
     pub stamp: u64,
 }
 
+/// The longest channel id (`business-intelligence`).
+const MAX_CHANNEL_LEN: usize = 21;
+
+/// An upper bound of the frame [`encode_event`] makes, from the lengths of
+/// its variable parts: what a publish is checked against before it is accepted.
+pub fn frame_len_bound(location: usize, event_type: usize, data: usize) -> usize {
+    // The fixed JSON text, two numbers of at most 20 digits, room for the
+    // fields later sections add, and the largest frame header (10 bytes).
+    const ENVELOPE: usize = 128;
+    let json = ENVELOPE + MAX_CHANNEL_LEN + location + event_type + 2 * 20 + data;
+    json + 10
+}
+
 /// `location_id` and `event_type` are validated to `[A-Za-z0-9_.:-]`, so they
 /// need no JSON escaping; `data` is JSON already.
 pub fn encode_event(
@@ -83,5 +96,25 @@ mod tests {
         assert_eq!(v["seq"], 42);
         assert_eq!(v["published_at"], 1764190000456u64);
         assert_eq!(v["data"]["commission"], 1250.5);
+        assert!(
+            f.len() <= frame_len_bound("loc-1".len(), "REVENUE_UPDATE".len(), data.get().len())
+        );
+    }
+
+    #[test]
+    fn the_bound_holds_for_the_longest_ids_and_numbers() {
+        let data = RawValue::from_string("x".repeat(70_000).replace('x', "1")).unwrap();
+        let loc = "l".repeat(128);
+        let ty = "t".repeat(64);
+        let f = encode_event(
+            Channel::BusinessIntelligence,
+            &loc,
+            &ty,
+            u64::MAX,
+            u64::MAX,
+            &data,
+        );
+        assert!(f.len() <= frame_len_bound(128, 64, 70_000));
+        assert!(frame_len_bound(128, 64, 70_000) - f.len() < 200);
     }
 }

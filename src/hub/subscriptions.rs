@@ -1,7 +1,8 @@
 //! A loop's index from stream to the connections that receive it.
 //!
-//! Each connection remembers its position in its stream's list, so leaving is
-//! O(1) (swap-remove) even when ten thousand clients of one stream go at once.
+//! The index keeps its own back-references (each slab key's position in its
+//! stream's list), so leaving is O(1) (swap-remove) even when ten thousand
+//! clients of one stream go at once, and no caller has to track positions.
 
 use std::collections::HashMap;
 
@@ -15,33 +16,51 @@ pub struct ConnRef {
     pub gen: u32,
 }
 
+/// No position: the slab key is not in any list.
+const NONE: u32 = u32::MAX;
+
 #[derive(Debug, Default)]
 pub struct Subscriptions {
     streams: HashMap<StreamId, Vec<ConnRef>>,
+    /// Position of each slab key in its stream's list; indexed by key, so it
+    /// grows with the slab and costs four bytes per slot.
+    pos: Vec<u32>,
 }
 
 impl Subscriptions {
-    /// Adds `conn`; returns its position, to be handed back to [`Self::remove`].
-    pub fn add(&mut self, stream: StreamId, conn: ConnRef) -> u32 {
+    /// Adds `conn` to `stream`'s list.
+    pub fn add(&mut self, stream: StreamId, conn: ConnRef) {
         let list = self.streams.entry(stream).or_default();
         list.push(conn);
-        (list.len() - 1) as u32
+        let k = conn.key as usize;
+        if self.pos.len() <= k {
+            self.pos.resize(k + 1, NONE);
+        }
+        self.pos[k] = (list.len() - 1) as u32;
     }
 
-    /// Removes the connection at `pos`. Returns the connection that moved into
-    /// `pos`, whose remembered position the caller must update.
-    pub fn remove(&mut self, stream: StreamId, pos: u32) -> Option<ConnRef> {
-        let list = self.streams.get_mut(&stream)?;
-        let pos = pos as usize;
-        if pos >= list.len() {
-            return None;
+    /// Removes `conn` from `stream`'s list; false when it was not there.
+    pub fn remove(&mut self, stream: StreamId, conn: ConnRef) -> bool {
+        let k = conn.key as usize;
+        let Some(&p) = self.pos.get(k) else {
+            return false;
+        };
+        let Some(list) = self.streams.get_mut(&stream) else {
+            return false;
+        };
+        let p = p as usize;
+        if list.get(p) != Some(&conn) {
+            return false;
         }
-        list.swap_remove(pos);
-        let moved = list.get(pos).copied();
+        list.swap_remove(p);
+        self.pos[k] = NONE;
+        if let Some(moved) = list.get(p) {
+            self.pos[moved.key as usize] = p as u32;
+        }
         if list.is_empty() {
             self.streams.remove(&stream);
         }
-        moved
+        true
     }
 
     pub fn get(&self, stream: StreamId) -> &[ConnRef] {
@@ -62,16 +81,36 @@ mod tests {
     }
 
     #[test]
-    fn swap_remove_reports_the_moved_connection() {
+    fn removal_keeps_positions_right_without_the_caller() {
         let mut s = Subscriptions::default();
-        assert_eq!(s.add(7, c(1)), 0);
-        assert_eq!(s.add(7, c(2)), 1);
-        assert_eq!(s.add(7, c(3)), 2);
-        assert_eq!(s.remove(7, 0), Some(c(3)));
+        s.add(7, c(1));
+        s.add(7, c(2));
+        s.add(7, c(3));
+        s.add(8, c(4));
+        assert!(s.remove(7, c(1)));
         assert_eq!(s.get(7), &[c(3), c(2)]);
-        assert_eq!(s.remove(7, 1), None);
-        assert_eq!(s.remove(7, 0), None);
-        assert_eq!(s.stream_count(), 0);
+        // c(3) moved into slot 0: removing it by name still works.
+        assert!(s.remove(7, c(3)));
+        assert_eq!(s.get(7), &[c(2)]);
+        assert!(!s.remove(7, c(3)));
+        // A stale generation of the same slot is not removed.
+        assert!(!s.remove(7, ConnRef { key: 2, gen: 9 }));
+        assert!(s.remove(7, c(2)));
+        assert_eq!(s.stream_count(), 1);
         assert_eq!(s.get(7), &[]);
+        assert!(s.remove(8, c(4)));
+        assert_eq!(s.stream_count(), 0);
+    }
+
+    #[test]
+    fn ten_thousand_leave_in_any_order() {
+        let mut s = Subscriptions::default();
+        for k in 0..10_000 {
+            s.add(1, c(k));
+        }
+        for k in (0..10_000).rev().step_by(2).chain((0..10_000).step_by(2)) {
+            assert!(s.remove(1, c(k)), "{k}");
+        }
+        assert_eq!(s.stream_count(), 0);
     }
 }

@@ -9,6 +9,9 @@
 //!          └─ refusal / timeout ─────────┴──────────────────────────┴───┴─→ Closing → removed
 //! ```
 //!
+//! Each phase has one module that answers the same four calls (input, timer,
+//! drain, end of input) and returns a [`Step`] the loop acts on:
+//! `Http` → `http_conn`, `Subscribing`/`Open` → `ws_conn`, `Closing` → `close`.
 //! `Closing` flushes what is queued (a refusal, a close frame), half-closes the
 //! socket and waits for the peer's EOF or the linger deadline, whichever is first.
 
@@ -16,12 +19,27 @@ use std::time::Instant;
 
 use crate::auth::Claims;
 use crate::channel::Channel;
-use crate::http::head::RequestHead;
+use crate::http::framing::RequestFramer;
 use crate::http::upgrade::Upgrade;
 use crate::hub::event::StreamId;
 use crate::server::socket::{Peer, Socket};
 use crate::ws::outbound::Outbound;
 use crate::ws::reader::MessageReader;
+
+/// What the loop does after a phase handler ran.
+#[derive(Debug)]
+pub enum Step {
+    /// Nothing more until the next readiness, inbox message or deadline.
+    Wait,
+    /// Input is left over because this wake-up's budget for the connection ran
+    /// out: come back next iteration, after the other connections had a turn.
+    Again,
+    /// The HTTP request was an accepted WebSocket upgrade: the WebSocket phase
+    /// takes over (`ws_conn::start`).
+    Upgrade(Box<Upgrade>),
+    /// The connection is finished: remove it now.
+    Remove,
+}
 
 pub struct Connection {
     pub socket: Socket,
@@ -38,8 +56,6 @@ pub struct Connection {
     pub dirty: bool,
     /// Accepted beyond `--max-connections`: an upgrade gets 503.
     pub over_limit: bool,
-    /// Set when the connection must be removed after the current handler.
-    pub dead: bool,
     /// The client's address once its head is parsed (through trusted proxies).
     pub client: Option<std::net::IpAddr>,
     /// Holds a `--max-connections-per-ip` slot for `client`, released on removal.
@@ -49,36 +65,32 @@ pub struct Connection {
 }
 
 pub enum State {
-    Http(HttpState),
+    Http(Box<HttpState>),
     Subscribing(Box<Subscribing>),
     Open(Box<WsState>),
     Closing(Closing),
 }
 
 pub struct HttpState {
-    /// Request-head deadline: from accept for the first request (not reset by
-    /// each byte), from the last response for a keep-alive connection.
+    /// Request deadline: from accept for the first request (not reset by each
+    /// byte), from the last response for a keep-alive connection.
     pub deadline: Instant,
     /// No request was answered on this connection yet: a timeout now is a
     /// failed handshake, not an idle keep-alive connection.
     pub first: bool,
-    /// Bytes of `inbuf` already searched for the end of the head.
-    pub scanned: usize,
-    pub body: Option<Box<BodyWait>>,
-}
-
-/// A `POST /api/events` whose head is in and whose body is still arriving.
-pub struct BodyWait {
-    pub head: Box<RequestHead>,
-    pub head_len: usize,
-    pub body_len: usize,
-    /// The publisher token's claims, checked on the head (`None`: auth is off).
+    /// Where each request (and body) ends.
+    pub framer: RequestFramer,
+    /// The publisher token's claims, checked on the head of the publish whose
+    /// body is being read (`None`: auth is off, or no body is being read).
     pub claims: Option<Claims>,
+    /// The answers queued for this client passed the queue bound (it pipelines
+    /// without reading): no more of its requests are read until they drain.
+    pub paused: bool,
 }
 
 /// Upgrade accepted; waiting for the publisher to register the subscription.
 pub struct Subscribing {
-    pub upgrade: Upgrade,
+    pub upgrade: Box<Upgrade>,
     pub channel: Channel,
     pub location: Box<str>,
     pub deadline: Instant,
@@ -101,8 +113,6 @@ pub enum WsKind {
     Stream {
         channel: Channel,
         stream: StreamId,
-        /// Position in the loop's subscription list of `stream`.
-        pos: u32,
         /// `None` = every event type.
         filter: Option<Vec<Box<str>>>,
     },
@@ -122,6 +132,8 @@ pub struct Closing {
     pub until: Instant,
     /// Our side is half-closed (everything queued went out).
     pub fin_sent: bool,
+    /// The peer's EOF is in: once our side is flushed, nothing is left to wait for.
+    pub peer_done: bool,
 }
 
 impl Connection {
@@ -139,7 +151,12 @@ impl Connection {
     }
 
     pub fn is_closing(&self) -> bool {
-        matches!(self.state, State::Closing(_)) || self.dead
+        matches!(self.state, State::Closing(_))
+    }
+
+    /// Reading from the socket is on hold (HTTP answers waiting to drain).
+    pub fn read_paused(&self) -> bool {
+        matches!(&self.state, State::Http(h) if h.paused)
     }
 }
 
@@ -158,7 +175,7 @@ mod tests {
     #[test]
     fn an_idle_connection_stays_small() {
         // The slab holds one of these per connection; the per-idle-connection
-        // memory target is 1 KiB in all, so the inline part must stay well below.
+        // memory target is well under 1 KiB in all, so the inline part must stay small.
         let size = std::mem::size_of::<Connection>();
         eprintln!(
             "Connection: {size} bytes, WsState: {} bytes",

@@ -1,28 +1,29 @@
-//! One event loop thread: accept → read → (http_conn | ws_conn) → fan-out →
-//! write → close. It owns its connections (a slab), its subscription index and
-//! its timers; it talks to the publisher only through channels.
+//! One event loop thread: accept → read → phase handler → fan-out → write →
+//! close. It owns its connections (a slab), its subscription index and its
+//! timers; it talks to the publisher only through channels.
+//!
+//! The loop matches a connection's state once per call and hands it to the
+//! module of that phase (`http_conn`, `ws_conn`, `close`); each answers with a
+//! [`Step`] that the loop acts on ([`EventLoop::apply`]).
 
-use std::collections::VecDeque;
 use std::io::{self, Read};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use crossbeam_channel::{Receiver, TrySendError};
+use crossbeam_channel::Receiver;
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
 use crate::clock;
-use crate::hub::event::Delivery;
 use crate::hub::publisher::{PublisherHandle, SubscribeAck, ToLoop, ToPublisher};
-use crate::hub::subscriptions::{ConnRef, Subscriptions};
-use crate::metrics::LoopMetrics;
-use crate::server::connection::{passes, Connection, HttpState, State, WsKind};
+use crate::hub::subscriptions::ConnRef;
+use crate::server::connection::{Connection, State, Step};
+use crate::server::ctx::Ctx;
 use crate::server::socket::{Listener, Peer, Socket};
 use crate::server::timers::Timers;
-use crate::server::Shared;
-use crate::ws::outbound::Flushed;
+use crate::server::{close, fanout, http_conn, ws_conn, Shared};
+use crate::ws::outbound::{Flushed, Written};
 
 pub const WAKER: Token = Token(0);
 const LISTENER_BASE: usize = 1;
@@ -35,72 +36,30 @@ const SCRATCH: usize = 64 * 1024;
 /// Accept errors such as EMFILE pause accepting this long instead of spinning.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
-/// Everything a connection handler may touch besides the connection itself.
-pub struct Ctx {
-    pub id: usize,
-    pub shared: Arc<Shared>,
-    pub publisher: PublisherHandle,
-    /// Unsubscribes that found the publisher's inbox full; retried each iteration.
-    pub pending_ctrl: VecDeque<ToPublisher>,
-    pub subs: Subscriptions,
-    pub lm: LoopMetrics,
-    /// Connections with bytes queued this iteration.
-    pub dirty: Vec<usize>,
-    /// Connections whose subscription position changed by a swap-remove.
-    pub moved: Vec<(ConnRef, u32)>,
-    pub now: Instant,
-    pub conn_counter: u64,
-    /// The drain deadline, once draining.
-    pub draining: Option<Instant>,
-}
-
-impl Ctx {
-    /// Sends a control message to the publisher, never blocking.
-    pub fn send_ctrl(&mut self, msg: ToPublisher) {
-        if !self.pending_ctrl.is_empty() {
-            self.pending_ctrl.push_back(msg);
-            return;
-        }
-        match self.publisher.try_send(msg) {
-            Ok(()) | Err(TrySendError::Disconnected(_)) => {}
-            Err(TrySendError::Full(m)) => self.pending_ctrl.push_back(m),
-        }
-    }
-
-    pub fn mark_dirty(&mut self, key: usize, conn: &mut Connection) {
-        if !conn.dirty {
-            conn.dirty = true;
-            self.dirty.push(key);
-        }
-    }
-
-    /// Removes a stream connection from the subscription index and tells the publisher.
-    pub fn detach(&mut self, ws_kind: &WsKind) {
-        if let WsKind::Stream { stream, pos, .. } = ws_kind {
-            if let Some(moved) = self.subs.remove(*stream, *pos) {
-                self.moved.push((moved, *pos));
-            }
-            self.send_ctrl(ToPublisher::Unsubscribe {
-                loop_id: self.id,
-                stream: *stream,
-            });
-        }
-    }
-}
-
 pub struct EventLoop {
     poll: Poll,
+    /// This loop's listening sockets (its own `SO_REUSEPORT` TCP listener per
+    /// address, a shared duplicate for Unix sockets).
     listeners: Vec<Listener>,
+    /// Every connection of this loop, from accept to removal; the slab key is
+    /// the mio token (minus `CONN_BASE`) and, with `gen`, the `ConnRef`.
     conns: Slab<Connection>,
     cx: Ctx,
+    /// Deliveries, subscription acks and the drain signal from the publisher.
     inbox: Receiver<ToLoop>,
+    /// Set by the publisher when it woke us; cleared before the inbox is read.
     notified: Arc<AtomicBool>,
+    /// One live deadline per connection.
     timers: Timers,
+    /// Connections whose input was cut short by a budget: continued next iteration.
     ready_again: Vec<usize>,
+    /// Every read lands here first; connections keep only what they must.
     scratch: Vec<u8>,
     next_gen: u32,
     accept_paused_until: Option<Instant>,
     accept_error_logged: bool,
+    /// Reused list of connections found slow during a fan-out.
+    slow: Vec<usize>,
 }
 
 impl EventLoop {
@@ -117,26 +76,14 @@ impl EventLoop {
             poll.registry()
                 .register(l, Token(LISTENER_BASE + i), Interest::READABLE)?;
         }
-        let lm = LoopMetrics::new(&shared.metrics);
+        // Reserved up front (virtual memory; pages become resident only as
+        // slots are used), so growth never copies the slab or doubles it.
+        let capacity = shared.config.max_connections / shared.config.threads + 1;
         Ok(EventLoop {
             poll,
             listeners,
-            // Reserved up front (virtual memory; pages become resident only as
-            // slots are used), so growth never copies the slab or doubles it.
-            conns: Slab::with_capacity(shared.config.max_connections / shared.config.threads + 1),
-            cx: Ctx {
-                id,
-                shared,
-                publisher,
-                pending_ctrl: VecDeque::new(),
-                subs: Subscriptions::default(),
-                lm,
-                dirty: Vec::new(),
-                moved: Vec::new(),
-                now: Instant::now(),
-                conn_counter: 0,
-                draining: None,
-            },
+            conns: Slab::with_capacity(capacity),
+            cx: Ctx::new(id, shared, publisher),
             inbox,
             notified,
             timers: Timers::default(),
@@ -145,6 +92,7 @@ impl EventLoop {
             next_gen: 0,
             accept_paused_until: None,
             accept_error_logged: false,
+            slow: Vec::new(),
         })
     }
 
@@ -172,18 +120,17 @@ impl EventLoop {
                             self.on_readable(key);
                         }
                         if ev.is_writable() {
-                            self.flush(key);
+                            self.flush(key, clock::mono_ns());
                         }
                     }
                     Token(t) => self.accept(t - LISTENER_BASE),
                 }
             }
             self.drain_inbox();
-            let again = std::mem::take(&mut self.ready_again);
-            for key in again {
-                self.on_readable(key);
+            for key in std::mem::take(&mut self.ready_again) {
+                self.resume(key);
             }
-            self.retry_ctrl();
+            self.cx.retry_ctrl();
             self.flush_dirty();
             self.fire_timers();
             // What the timers queued (pings, 408s, close frames) goes out now,
@@ -221,11 +168,271 @@ impl EventLoop {
         if let Some(at) = self.accept_paused_until {
             t = t.min(at.saturating_duration_since(now));
         }
-        if !self.cx.pending_ctrl.is_empty() {
+        if self.cx.has_pending_ctrl() {
             t = t.min(Duration::from_millis(5));
         }
         t
     }
+
+    // ---- the four calls, dispatched on the connection's phase ----
+
+    fn input(&mut self, key: usize) -> Step {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return Step::Wait;
+        };
+        match conn.state {
+            State::Http(_) => http_conn::on_input(conn, key, &mut self.cx),
+            State::Subscribing(_) | State::Open(_) => ws_conn::on_input(conn, key, &mut self.cx),
+            State::Closing(_) => close::on_input(conn),
+        }
+    }
+
+    fn timer(&mut self, key: usize) -> Step {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return Step::Wait;
+        };
+        match conn.state {
+            State::Http(_) => http_conn::on_timer(conn, key, &mut self.cx),
+            State::Subscribing(_) | State::Open(_) => ws_conn::on_timer(conn, key, &mut self.cx),
+            State::Closing(_) => close::on_timer(conn, self.cx.now),
+        }
+    }
+
+    fn drain(&mut self, key: usize, deadline: Instant) -> Step {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return Step::Wait;
+        };
+        match conn.state {
+            State::Http(_) => http_conn::on_drain(conn, &mut self.cx),
+            State::Subscribing(_) | State::Open(_) => {
+                ws_conn::on_drain(conn, key, &mut self.cx, deadline)
+            }
+            State::Closing(_) => Step::Wait,
+        }
+    }
+
+    fn eof(&mut self, key: usize) -> Step {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return Step::Wait;
+        };
+        match conn.state {
+            State::Http(_) => http_conn::on_eof(conn, key, &mut self.cx),
+            State::Subscribing(_) | State::Open(_) => ws_conn::on_eof(),
+            State::Closing(_) => close::on_eof(conn),
+        }
+    }
+
+    /// Acts on what a handler said, then re-arms the connection's deadline.
+    fn apply(&mut self, key: usize, step: Step) {
+        match step {
+            Step::Wait => {}
+            Step::Again => self.ready_again.push(key),
+            Step::Upgrade(up) => {
+                let Some(conn) = self.conns.get_mut(key) else {
+                    return;
+                };
+                let step = ws_conn::start(conn, key, &mut self.cx, up);
+                return self.apply(key, step);
+            }
+            Step::Remove => return self.remove(key),
+        }
+        self.after(key);
+    }
+
+    // ---- readiness ----
+
+    fn on_readable(&mut self, key: usize) {
+        let mut budget = READ_BUDGET;
+        loop {
+            let Some(conn) = self.conns.get_mut(key) else {
+                return;
+            };
+            if conn.read_paused() {
+                break;
+            }
+            if budget == 0 {
+                self.ready_again.push(key);
+                break;
+            }
+            match conn.socket.read(&mut self.scratch) {
+                Ok(0) => {
+                    let step = self.eof(key);
+                    if matches!(step, Step::Wait) {
+                        // The peer's EOF is in: what is queued goes out now.
+                        self.flush(key, clock::mono_ns());
+                    }
+                    return self.apply(key, step);
+                }
+                Ok(n) => {
+                    budget = budget.saturating_sub(n);
+                    ws_conn::saw_input(conn, self.cx.now);
+                    if conn.is_closing() {
+                        continue;
+                    }
+                    conn.inbuf.extend_from_slice(&self.scratch[..n]);
+                    match self.input(key) {
+                        Step::Wait => {}
+                        Step::Again => {
+                            self.ready_again.push(key);
+                            break;
+                        }
+                        step => self.apply(key, step),
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return self.remove(key),
+            }
+        }
+        self.after(key);
+    }
+
+    /// A connection whose input was cut short: finish what is buffered, then
+    /// read on (its readiness was not drained, so no new edge will come).
+    fn resume(&mut self, key: usize) {
+        if !self.conns.contains(key) {
+            return;
+        }
+        match self.input(key) {
+            Step::Wait => self.on_readable(key),
+            step => self.apply(key, step),
+        }
+    }
+
+    /// Writes what is queued. Writable interest is held only while bytes wait
+    /// for the kernel: a socket that drains at once costs no epoll_ctl, and
+    /// idle sockets send no writable wake-ups on every ACK.
+    fn flush(&mut self, key: usize, now_ns: u64) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        conn.dirty = false;
+        let lm = &mut self.cx.lm;
+        let window = self.cx.shared.config.max_queue_bytes;
+        let res = conn.out.write_to(&mut conn.socket, window, |w| {
+            lm.delivered += 1;
+            if let Written::Live(stamp) = w {
+                lm.latency
+                    .observe(now_ns.saturating_sub(stamp) as f64 / 1e9);
+            }
+        });
+        let want_write = match res {
+            Ok(Flushed::All) => {
+                if close::on_flushed(conn) {
+                    return self.remove(key);
+                }
+                if http_conn::resume(conn) {
+                    self.ready_again.push(key);
+                }
+                false
+            }
+            Ok(Flushed::Blocked) => true,
+            Err(_) => return self.remove(key),
+        };
+        if want_write != conn.want_write {
+            let interest = if want_write {
+                Interest::READABLE | Interest::WRITABLE
+            } else {
+                Interest::READABLE
+            };
+            if self
+                .poll
+                .registry()
+                .reregister(&mut conn.socket, Token(CONN_BASE + key), interest)
+                .is_err()
+            {
+                return self.remove(key);
+            }
+            conn.want_write = want_write;
+        }
+        self.after(key);
+    }
+
+    fn flush_dirty(&mut self) {
+        while self.cx.has_dirty() {
+            let now_ns = clock::mono_ns();
+            for key in self.cx.take_dirty() {
+                self.flush(key, now_ns);
+            }
+        }
+    }
+
+    // ---- the publisher's messages ----
+
+    fn drain_inbox(&mut self) {
+        // Cleared before reading, so a send racing with this drain wakes us again.
+        self.notified.store(false, Ordering::Release);
+        for _ in 0..INBOX_BUDGET {
+            match self.inbox.try_recv() {
+                Ok(ToLoop::Deliver(batch)) => {
+                    for d in &batch {
+                        fanout::deliver(&mut self.conns, &mut self.cx, d, &mut self.slow);
+                        self.close_slow();
+                    }
+                }
+                Ok(ToLoop::Subscribed(ack)) => self.on_subscribed(*ack),
+                Ok(ToLoop::Drain) => self.start_drain(),
+                Err(_) => return,
+            }
+        }
+    }
+
+    fn close_slow(&mut self) {
+        for key in std::mem::take(&mut self.slow) {
+            if let Some(conn) = self.conns.get_mut(key) {
+                close::slow_consumer(conn, key, &mut self.cx);
+            }
+            self.after(key);
+        }
+    }
+
+    fn on_subscribed(&mut self, ack: SubscribeAck) {
+        let key = ack.conn.key as usize;
+        let conn = match self.conns.get_mut(key) {
+            Some(c) if c.gen == ack.conn.gen && matches!(c.state, State::Subscribing(_)) => c,
+            _ => {
+                // The client left while the publisher was registering it.
+                self.cx.send_ctrl(ToPublisher::Unsubscribe {
+                    loop_id: self.cx.id,
+                    stream: ack.stream,
+                });
+                return;
+            }
+        };
+        let step = ws_conn::on_subscribed(conn, key, &mut self.cx, ack);
+        self.apply(key, step);
+    }
+
+    fn start_drain(&mut self) {
+        if self.cx.draining.is_some() {
+            return;
+        }
+        let deadline = self.cx.now + self.cx.shared.config.drain_timeout;
+        self.cx.draining = Some(deadline);
+        let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+        for key in keys {
+            let step = self.drain(key, deadline);
+            self.apply(key, step);
+        }
+    }
+
+    fn fire_timers(&mut self) {
+        let now = self.cx.now;
+        while let Some((at, c)) = self.timers.pop_due(now) {
+            let key = c.key as usize;
+            let Some(conn) = self.conns.get_mut(key) else {
+                continue;
+            };
+            if conn.gen != c.gen || conn.timer_at != Some(at) {
+                continue;
+            }
+            conn.timer_at = None;
+            let step = self.timer(key);
+            self.apply(key, step);
+        }
+    }
+
+    // ---- accept, deadlines, removal ----
 
     fn accept(&mut self, li: usize) {
         if self.accept_paused_until.is_some() {
@@ -284,23 +491,16 @@ impl EventLoop {
             return;
         }
         self.next_gen = self.next_gen.wrapping_add(1);
-        let deadline = self.cx.now + self.cx.shared.config.handshake_timeout;
         entry.insert(Connection {
             socket,
             gen: self.next_gen,
             peer,
-            state: State::Http(HttpState {
-                deadline,
-                first: true,
-                scanned: 0,
-                body: None,
-            }),
+            state: State::Http(http_conn::new_state(&self.cx)),
             inbuf: Vec::new(),
             out: Default::default(),
             timer_at: None,
             dirty: false,
             over_limit,
-            dead: false,
             client: None,
             ip_slot: false,
             want_write: false,
@@ -308,321 +508,11 @@ impl EventLoop {
         self.after(key);
     }
 
-    fn on_readable(&mut self, key: usize) {
-        let mut budget = READ_BUDGET;
-        loop {
-            let Some(conn) = self.conns.get_mut(key) else {
-                return;
-            };
-            if conn.dead {
-                break;
-            }
-            if budget == 0 {
-                self.ready_again.push(key);
-                break;
-            }
-            match conn.socket.read(&mut self.scratch) {
-                Ok(0) => {
-                    self.on_eof(key);
-                    break;
-                }
-                Ok(n) => {
-                    budget = budget.saturating_sub(n);
-                    let data = &self.scratch[..n];
-                    match &mut conn.state {
-                        State::Closing(_) => continue,
-                        State::Open(ws) => ws.last_seen = self.cx.now,
-                        _ => {}
-                    }
-                    conn.inbuf.extend_from_slice(data);
-                    self.on_input(key);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => {
-                    conn.dead = true;
-                    break;
-                }
-            }
-        }
-        self.after(key);
-    }
-
-    /// Hands buffered input to the handler of the connection's phase.
-    fn on_input(&mut self, key: usize) {
-        let Some(conn) = self.conns.get_mut(key) else {
-            return;
-        };
-        match conn.state {
-            State::Http(_) => super::http_conn::on_input(conn, key, &mut self.cx),
-            State::Open(_) => super::ws_conn::on_input(conn, key, &mut self.cx),
-            State::Subscribing(_) => {
-                // Frames sent before the 101 are kept for when the stream opens,
-                // within the message limit.
-                let cap = self.cx.shared.config.max_message_size + 64 * 1024;
-                if conn.inbuf.len() > cap {
-                    super::close::refuse(
-                        conn,
-                        key,
-                        &mut self.cx,
-                        crate::http::response::Refusal::new(
-                            400,
-                            "bad_request",
-                            "data sent before the handshake completed",
-                        ),
-                    );
-                }
-            }
-            State::Closing(_) => conn.inbuf.clear(),
-        }
-        self.apply_moves();
-    }
-
-    fn on_eof(&mut self, key: usize) {
-        let Some(conn) = self.conns.get_mut(key) else {
-            return;
-        };
-        if conn.out.is_empty() {
-            conn.dead = true;
-            return;
-        }
-        match &conn.state {
-            // The peer half-closed after its request: still answer what was asked.
-            State::Http(_) => {
-                let until = self.cx.now + self.cx.shared.config.close_linger;
-                super::close::begin_closing(conn, &mut self.cx, until);
-            }
-            // Our close frame (or refusal) is still queued: it goes out before
-            // TCP closes, even when the peer half-closed right after its last frame.
-            State::Closing(_) => {}
-            _ => {
-                conn.dead = true;
-                return;
-            }
-        }
-        // The peer's EOF is in: once the answer is out there is nothing left
-        // to wait for. What the socket does not take now goes out on
-        // writability, within the linger.
-        self.flush(key);
-        if let Some(conn) = self.conns.get_mut(key) {
-            if conn.out.is_empty() {
-                conn.dead = true;
-            }
-        }
-    }
-
-    fn flush(&mut self, key: usize) {
-        let now_ns = clock::mono_ns();
-        self.flush_at(key, now_ns);
-    }
-
-    /// Writes what is queued. Writable interest is held only while bytes wait
-    /// for the kernel: a socket that drains at once costs no epoll_ctl, and
-    /// idle sockets send no writable wake-ups on every ACK.
-    fn flush_at(&mut self, key: usize, now_ns: u64) {
-        let Some(conn) = self.conns.get_mut(key) else {
-            return;
-        };
-        conn.dirty = false;
-        let lm = &mut self.cx.lm;
-        let res = conn.out.write_to(&mut conn.socket, |stamp| {
-            lm.delivered += 1;
-            if stamp != crate::server::ws_conn::REPLAY_STAMP {
-                lm.latency
-                    .observe(now_ns.saturating_sub(stamp) as f64 / 1e9);
-            }
-        });
-        let want_write = match res {
-            Ok(Flushed::All) => {
-                if let State::Closing(c) = &mut conn.state {
-                    if !c.fin_sent {
-                        c.fin_sent = true;
-                        conn.socket.shutdown_write();
-                    }
-                }
-                false
-            }
-            Ok(Flushed::Blocked) => true,
-            Err(_) => {
-                conn.dead = true;
-                false
-            }
-        };
-        if want_write != conn.want_write && !conn.dead {
-            let interest = if want_write {
-                Interest::READABLE | Interest::WRITABLE
-            } else {
-                Interest::READABLE
-            };
-            if self
-                .poll
-                .registry()
-                .reregister(&mut conn.socket, Token(CONN_BASE + key), interest)
-                .is_err()
-            {
-                conn.dead = true;
-            }
-            conn.want_write = want_write;
-        }
-        self.after(key);
-    }
-
-    fn flush_dirty(&mut self) {
-        while !self.cx.dirty.is_empty() {
-            let now_ns = clock::mono_ns();
-            let dirty = std::mem::take(&mut self.cx.dirty);
-            for key in dirty {
-                self.flush_at(key, now_ns);
-            }
-        }
-    }
-
-    fn retry_ctrl(&mut self) {
-        while let Some(msg) = self.cx.pending_ctrl.pop_front() {
-            match self.cx.publisher.try_send(msg) {
-                Ok(()) | Err(TrySendError::Disconnected(_)) => {}
-                Err(TrySendError::Full(m)) => {
-                    self.cx.pending_ctrl.push_front(m);
-                    return;
-                }
-            }
-        }
-    }
-
-    fn drain_inbox(&mut self) {
-        // Cleared before reading, so a send racing with this drain wakes us again.
-        self.notified.store(false, Ordering::Release);
-        for _ in 0..INBOX_BUDGET {
-            match self.inbox.try_recv() {
-                Ok(ToLoop::Deliver(batch)) => self.deliver(&batch),
-                Ok(ToLoop::Subscribed(ack)) => self.on_subscribed(*ack),
-                Ok(ToLoop::Drain) => self.start_drain(),
-                Err(_) => return,
-            }
-        }
-    }
-
-    /// Fan-out: each frame is a shared `Bytes`, pushed to every matching
-    /// connection's queue; the sockets are written once per iteration.
-    fn deliver(&mut self, batch: &[Delivery]) {
-        let limit = self.cx.shared.config.max_queue_bytes;
-        let mut slow: Vec<usize> = Vec::new();
-        for d in batch {
-            for c in self.cx.subs.get(d.stream) {
-                let key = c.key as usize;
-                let Some(conn) = self.conns.get_mut(key) else {
-                    continue;
-                };
-                if conn.gen != c.gen {
-                    continue;
-                }
-                let State::Open(ws) = &conn.state else {
-                    continue;
-                };
-                let WsKind::Stream { filter, .. } = &ws.kind else {
-                    continue;
-                };
-                if !passes(filter, &d.event_type) {
-                    continue;
-                }
-                if conn.out.push(d.frame.clone(), d.stamp, limit).is_err() {
-                    slow.push(key);
-                    continue;
-                }
-                if !conn.dirty {
-                    conn.dirty = true;
-                    self.cx.dirty.push(key);
-                }
-            }
-            for key in slow.drain(..) {
-                if let Some(conn) = self.conns.get_mut(key) {
-                    super::close::slow_consumer(conn, key, &mut self.cx);
-                }
-                self.apply_moves();
-            }
-        }
-    }
-
-    fn on_subscribed(&mut self, ack: SubscribeAck) {
-        let key = ack.conn.key as usize;
-        let live = self
-            .conns
-            .get(key)
-            .is_some_and(|c| c.gen == ack.conn.gen && matches!(c.state, State::Subscribing(_)));
-        if !live {
-            // The client left while the publisher was registering it.
-            self.cx.send_ctrl(ToPublisher::Unsubscribe {
-                loop_id: self.cx.id,
-                stream: ack.stream,
-            });
-            return;
-        }
-        if let Some(conn) = self.conns.get_mut(key) {
-            super::ws_conn::open_stream(conn, key, ack, &mut self.cx);
-            if !conn.inbuf.is_empty() && matches!(conn.state, State::Open(_)) {
-                super::ws_conn::on_input(conn, key, &mut self.cx);
-            }
-        }
-        self.apply_moves();
-        self.after(key);
-    }
-
-    fn start_drain(&mut self) {
-        if self.cx.draining.is_some() {
-            return;
-        }
-        let deadline = self.cx.now + self.cx.shared.config.drain_timeout;
-        self.cx.draining = Some(deadline);
-        let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
-        for key in keys {
-            if let Some(conn) = self.conns.get_mut(key) {
-                super::close::drain(conn, key, &mut self.cx, deadline);
-            }
-            self.apply_moves();
-            self.after(key);
-        }
-    }
-
-    fn fire_timers(&mut self) {
-        let now = self.cx.now;
-        while let Some((at, c)) = self.timers.pop_due(now) {
-            let key = c.key as usize;
-            let Some(conn) = self.conns.get_mut(key) else {
-                continue;
-            };
-            if conn.gen != c.gen || conn.timer_at != Some(at) {
-                continue;
-            }
-            conn.timer_at = None;
-            super::close::on_timer(conn, key, &mut self.cx);
-            self.apply_moves();
-            self.after(key);
-        }
-    }
-
-    fn apply_moves(&mut self) {
-        for (c, new_pos) in self.cx.moved.drain(..) {
-            if let Some(conn) = self.conns.get_mut(c.key as usize) {
-                if conn.gen == c.gen {
-                    if let State::Open(ws) = &mut conn.state {
-                        if let WsKind::Stream { pos, .. } = &mut ws.kind {
-                            *pos = new_pos;
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    /// After any handler: remove a dead connection, or re-arm its deadline.
+    /// After any handler: re-arm the connection's deadline.
     fn after(&mut self, key: usize) {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        if conn.dead {
-            self.remove(key);
-            return;
-        }
         // Only an earlier deadline needs a new heap entry: when the armed one
         // fires early, the handler sees nothing is due and re-arms. So a
         // connection holds about one entry, not one per phase it went through.
@@ -640,35 +530,23 @@ impl EventLoop {
     }
 
     fn remove(&mut self, key: usize) {
-        if !self.conns.contains(key) {
+        let Some(mut conn) = self.conns.try_remove(key) else {
             return;
-        }
-        let mut conn = self.conns.remove(key);
+        };
         let _ = self.poll.registry().deregister(&mut conn.socket);
         if let State::Open(ws) = &conn.state {
             // The transport ended without a close handshake.
-            self.cx.detach(&ws.kind);
-            let m = &self.cx.shared.metrics;
-            m.connections
-                .with_label_values(&[ws.kind.metric_label()])
-                .dec();
-            m.disconnects.with_label_values(&["0"]).inc();
+            self.cx.leave_open(key, conn.gen, ws);
+            self.cx
+                .shared
+                .metrics
+                .disconnects
+                .with_label_values(&["0"])
+                .inc();
         }
-        self.apply_moves();
         if let (true, Some(ip)) = (conn.ip_slot, conn.client) {
             self.cx.shared.per_ip.release(ip);
         }
         self.cx.shared.open.fetch_sub(1, Ordering::AcqRel);
     }
-}
-
-/// Queues bytes that are an answer to this client (not a fan-out event).
-pub fn queue_reply(conn: &mut Connection, key: usize, cx: &mut Ctx, bytes: Vec<u8>) -> bool {
-    let limit = cx.shared.config.max_queue_bytes;
-    if conn.out.push(Bytes::from(bytes), 0, limit).is_err() {
-        super::close::slow_consumer(conn, key, cx);
-        return false;
-    }
-    cx.mark_dirty(key, conn);
-    true
 }

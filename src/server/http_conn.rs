@@ -1,6 +1,10 @@
-//! The HTTP phase of a connection: request heads (split over any number of
-//! reads), the upgrade to WebSocket, and the small API on the same listener
+//! The HTTP phase of a connection: requests framed by `http::framing`
+//! (split over any number of reads, pipelined, bodies by `Content-Length` or
+//! chunked), the WebSocket upgrade, and the small API on the same listener
 //! (`POST /api/events`, `/healthz`, `/readyz`, `/metrics`) with keep-alive.
+//!
+//! Answers the four calls of every phase: [`on_input`], [`on_timer`],
+//! [`on_drain`], [`on_eof`].
 
 use bytes::Bytes;
 use crossbeam_channel::TrySendError;
@@ -9,86 +13,206 @@ use crate::auth::{AuthError, Claims};
 use crate::channel::Channel;
 use crate::config::MAX_PUBLISH_BODY;
 use crate::http::client_addr::client_ip;
-use crate::http::head::{has_head_end, parse_head, HeadError, HeadStatus, Method, RequestHead};
-use crate::http::publish::{parse_body, ChannelSel, LocationSel, PublishEvent};
+use crate::http::framing::{Framed, FramingError, RequestFramer};
+use crate::http::head::{Method, RequestHead};
+use crate::http::publish::{oversized, parse_body, ChannelSel, LocationSel, PublishEvent};
 use crate::http::response::{self, Refusal};
 use crate::http::router::{route, Route};
 use crate::http::upgrade::{check_upgrade, parse_query, request_token, Target, UpgradeContext};
-use crate::hub::publisher::{SubscribeRequest, ToPublisher};
-use crate::hub::subscriptions::ConnRef;
-use crate::server::close::{answer_and_close, readyz, refuse};
-use crate::server::connection::{BodyWait, Connection, HttpState, State, Subscribing};
-use crate::server::event_loop::{queue_reply, Ctx};
+use crate::hub::publisher::ToPublisher;
+use crate::server::close::{answer_and_close, begin_closing, refuse};
+use crate::server::connection::{Connection, HttpState, State, Step};
+use crate::server::ctx::Ctx;
 use crate::server::socket::Peer;
 
+/// Requests answered per connection per wake-up before the others get a turn.
+const REQUEST_BUDGET: usize = 64;
+
+/// The state of a connection that was just accepted.
+pub fn new_state(cx: &Ctx) -> Box<HttpState> {
+    let config = &cx.shared.config;
+    Box::new(HttpState {
+        deadline: cx.now + config.handshake_timeout,
+        first: true,
+        framer: RequestFramer::new(config.max_head_size, MAX_PUBLISH_BODY),
+        claims: None,
+        paused: false,
+    })
+}
+
+/// What answering one request left the connection in.
+enum Next {
+    /// Still HTTP: the next pipelined request may follow.
+    More,
+    /// Closing (a refusal, `Connection: close`), or paused.
+    Stop,
+    Upgrade(Box<crate::http::upgrade::Upgrade>),
+}
+
 /// Works through everything buffered: pipelined requests are answered in order.
-pub fn on_input(conn: &mut Connection, key: usize, cx: &mut Ctx) {
-    loop {
-        let State::Http(h) = &mut conn.state else {
-            return;
+pub fn on_input(conn: &mut Connection, key: usize, cx: &mut Ctx) -> Step {
+    let mut pos = 0;
+    let mut budget = REQUEST_BUDGET;
+    let mut want_continue = false;
+    let step = loop {
+        let Connection { state, inbuf, .. } = &mut *conn;
+        let State::Http(h) = state else {
+            break Step::Wait;
         };
-        if let Some(bw) = &h.body {
-            let total = bw.head_len + bw.body_len;
-            if conn.inbuf.len() < total {
-                return;
-            }
-            let Some(bw) = h.body.take() else { return };
-            let keep = publish(conn, key, cx, &bw, total);
-            if !keep {
-                return;
-            }
-            continue;
+        if h.paused {
+            break Step::Wait;
         }
-        if conn.inbuf.is_empty() {
-            return;
+        if budget == 0 {
+            break Step::Again;
         }
-        let max = cx.shared.config.max_head_size;
-        if !has_head_end(&conn.inbuf, h.scanned) {
-            h.scanned = conn.inbuf.len();
-            if conn.inbuf.len() > max {
-                refuse(conn, key, cx, too_large());
+        let (framed, used) = h.framer.next(&inbuf[pos..]);
+        pos += used;
+        let next = match framed {
+            Framed::NeedMore => {
+                if want_continue {
+                    // The body is not all here: tell the client to send it.
+                    conn.out
+                        .push_unbounded(Bytes::from_static(response::CONTINUE), 0);
+                    cx.mark_dirty(key, conn);
+                }
+                break Step::Wait;
             }
-            return;
-        }
-        match parse_head(&conn.inbuf, max) {
-            Ok(HeadStatus::Partial) => {
-                h.scanned = conn.inbuf.len();
-                return;
-            }
-            Err(HeadError::TooLarge) => {
-                refuse(conn, key, cx, too_large());
-                return;
-            }
-            Err(HeadError::Malformed(why)) => {
-                refuse(conn, key, cx, Refusal::new(400, "bad_request", why));
-                return;
-            }
-            Ok(HeadStatus::Complete { head, len }) => {
-                if !dispatch(conn, key, cx, head, len) {
-                    return;
+            Framed::BodyStart => {
+                let Some(head) = h.framer.head() else {
+                    break Step::Wait;
+                };
+                // Authorise on the head alone: an unauthenticated client gets its
+                // 401 before it can make us buffer a body or send `100 Continue`.
+                match publish_auth(cx, head) {
+                    Ok(claims) => {
+                        want_continue = head.expect_continue;
+                        h.claims = claims;
+                        Next::More
+                    }
+                    Err(r) => {
+                        publish_failed(conn, key, cx, r);
+                        Next::Stop
+                    }
                 }
             }
+            Framed::Request(head) => {
+                budget -= 1;
+                dispatch(conn, key, cx, &head)
+            }
+            Framed::WithBody(head, body) => {
+                budget -= 1;
+                want_continue = false;
+                let claims = h.claims.take();
+                publish(conn, key, cx, &head, claims.as_ref(), &body)
+            }
+            Framed::Invalid(head, e) => {
+                invalid(conn, key, cx, &head, &e);
+                Next::Stop
+            }
+            Framed::Malformed(e) => {
+                refuse(conn, key, cx, Refusal::malformed_head(&e));
+                Next::Stop
+            }
+        };
+        match next {
+            Next::More => continue,
+            Next::Stop => break Step::Wait,
+            Next::Upgrade(up) => {
+                // Bytes after the head are the client's first frames: keep them.
+                conn.inbuf.drain(..pos);
+                return Step::Upgrade(up);
+            }
         }
+    };
+    if matches!(conn.state, State::Http(_)) {
+        conn.inbuf.drain(..pos.min(conn.inbuf.len()));
+        if conn.inbuf.is_empty() {
+            conn.inbuf = Vec::new();
+        }
+    }
+    step
+}
+
+/// The request deadline passed.
+pub fn on_timer(conn: &mut Connection, key: usize, cx: &mut Ctx) -> Step {
+    let State::Http(h) = &conn.state else {
+        return Step::Wait;
+    };
+    if cx.now < h.deadline {
+        return Step::Wait;
+    }
+    if conn.inbuf.is_empty() && h.framer.is_idle() {
+        // An idle keep-alive connection is simply closed; one that never sent
+        // a byte is a failed handshake (counted as 408, though nothing is
+        // written: there is no request to answer).
+        if h.first && cx.draining.is_none() {
+            cx.shared.metrics.handshake_failure(408);
+        }
+        return Step::Remove;
+    }
+    cx.shared.metrics.handshake_failure(408);
+    answer_and_close(conn, key, cx, Refusal::timeout().to_response(false));
+    Step::Wait
+}
+
+/// The server is draining. An idle connection is closed after a short grace
+/// rather than at once: one accepted just before the signal may have its
+/// request in flight (it gets its 503), and closing a socket with unread bytes
+/// would reset it. A request in progress is answered with `Connection: close`.
+pub fn on_drain(conn: &mut Connection, cx: &mut Ctx) -> Step {
+    let idle = conn.inbuf.is_empty() && conn.out.is_empty();
+    if let State::Http(h) = &mut conn.state {
+        if idle && h.framer.is_idle() {
+            h.deadline = h.deadline.min(cx.now + cx.shared.config.close_linger);
+        }
+    }
+    Step::Wait
+}
+
+/// The peer half-closed after its requests: still answer what was asked.
+pub fn on_eof(conn: &mut Connection, key: usize, cx: &mut Ctx) -> Step {
+    if conn.out.is_empty() {
+        return Step::Remove;
+    }
+    let until = cx.now + cx.shared.config.close_linger;
+    begin_closing(conn, key, cx, until);
+    crate::server::close::on_eof(conn)
+}
+
+/// Everything queued went out: a paused client may send its next requests.
+/// True when there is buffered input to come back to.
+pub fn resume(conn: &mut Connection) -> bool {
+    match &mut conn.state {
+        State::Http(h) if h.paused => {
+            h.paused = false;
+            true
+        }
+        _ => false,
     }
 }
 
-fn too_large() -> Refusal {
-    Refusal::new(
-        431,
-        "head_too_large",
-        "the request head is larger than the limit",
-    )
+/// A request whose framing is refused. On `/ws/` paths a route's own refusal
+/// keeps its precedence (404, 405 before 400, §1); either way the connection
+/// closes, since where the next request would start is unknown.
+fn invalid(conn: &mut Connection, key: usize, cx: &mut Ctx, head: &RequestHead, e: &FramingError) {
+    if head.path.starts_with("/ws/") {
+        let r = route(&head.path, cx.shared.config.enable_echo);
+        match r.allowed() {
+            None => return refuse(conn, key, cx, Refusal::not_found()),
+            Some(a) if !a.permits(head.method()) => {
+                return refuse(conn, key, cx, Refusal::method_not_allowed(a))
+            }
+            Some(_) => {}
+        }
+    }
+    if head.method() == &Method::Post && head.path == "/api/events" {
+        count_publish(cx, e.status());
+    }
+    refuse(conn, key, cx, Refusal::framing(e));
 }
 
-/// Answers one request. True when the connection stays in the HTTP phase and
-/// may have another request buffered.
-fn dispatch(
-    conn: &mut Connection,
-    key: usize,
-    cx: &mut Ctx,
-    head: Box<RequestHead>,
-    len: usize,
-) -> bool {
+/// Answers one request without a body.
+fn dispatch(conn: &mut Connection, key: usize, cx: &mut Ctx, head: &RequestHead) -> Next {
     let shared = cx.shared.clone();
     let peer_ip = match conn.peer {
         Peer::Tcp(a) => Some(a.ip()),
@@ -102,86 +226,61 @@ fn dispatch(
     );
     let r = route(&head.path, shared.config.enable_echo);
     let ws_path = head.path.starts_with("/ws/");
-    if r == Route::NotFound {
-        let refusal = Refusal::new(404, "not_found", "no such endpoint");
+    let Some(allowed) = r.allowed() else {
         if ws_path {
-            refuse(conn, key, cx, refusal);
-            return false;
+            refuse(conn, key, cx, Refusal::not_found());
+            return Next::Stop;
         }
-        return respond(
-            conn,
-            key,
-            cx,
-            &head,
-            len,
-            refusal.to_response(keep_alive(cx, &head)),
-        );
+        let bytes = Refusal::not_found().to_response(keep_alive(cx, head));
+        return respond(conn, key, cx, head, bytes);
+    };
+    if !allowed.permits(head.method()) {
+        refuse(conn, key, cx, Refusal::method_not_allowed(allowed));
+        return Next::Stop;
     }
-    let allowed = r.allowed_method().unwrap_or("GET");
-    let method_ok = matches!(
-        (head.method(), allowed),
-        (Method::Get, "GET") | (Method::Post, "POST")
-    );
-    if !method_ok {
-        let refusal = Refusal::new(405, "method_not_allowed", format!("use {allowed}"))
-            .with_headers(if allowed == "POST" {
-                "Allow: POST\r\n"
-            } else {
-                "Allow: GET\r\n"
-            });
-        refuse(conn, key, cx, refusal);
-        return false;
-    }
-    match r {
+    let body = match r {
         Route::Stream { channel, location } => {
             let Ok(location) = location else {
-                refuse(
-                    conn,
-                    key,
-                    cx,
-                    Refusal::new(
-                        400,
-                        "invalid_location",
-                        "location_id must match [A-Za-z0-9_.:-]{1,128}",
-                    ),
-                );
-                return false;
+                refuse(conn, key, cx, Refusal::invalid_location());
+                return Next::Stop;
             };
             let target = Target::Stream {
                 channel,
                 location: location.into(),
             };
-            upgrade(conn, key, cx, &head, len, target);
-            false
+            return upgrade(conn, key, cx, head, target);
         }
-        Route::Echo => {
-            upgrade(conn, key, cx, &head, len, Target::Echo);
-            false
-        }
-        Route::PublishEvents => begin_publish(conn, key, cx, head, len),
-        Route::Healthz => {
-            let body = response::json(
-                200,
-                &serde_json::json!({"status": "ok"}),
-                keep_alive(cx, &head),
-            );
-            respond(conn, key, cx, &head, len, body)
-        }
-        Route::Readyz => {
-            let body = readyz(cx.draining.is_some(), keep_alive(cx, &head));
-            respond(conn, key, cx, &head, len, body)
-        }
-        Route::Metrics => {
-            let body = response::response(
-                200,
-                "text/plain; version=0.0.4; charset=utf-8",
-                "",
-                &shared.metrics.render(),
-                keep_alive(cx, &head),
-            );
-            respond(conn, key, cx, &head, len, body)
-        }
-        Route::NotFound => false,
+        Route::Echo => return upgrade(conn, key, cx, head, Target::Echo),
+        // A publish always has a body, even an empty one: it comes as `WithBody`.
+        Route::PublishEvents | Route::NotFound => return Next::Stop,
+        Route::Healthz => response::json(
+            200,
+            &serde_json::json!({"status": "ok"}),
+            keep_alive(cx, head),
+        ),
+        Route::Readyz => readyz(cx.draining.is_some(), keep_alive(cx, head)),
+        Route::Metrics => response::response(
+            200,
+            "text/plain; version=0.0.4; charset=utf-8",
+            "",
+            &shared.metrics.render(),
+            keep_alive(cx, head),
+        ),
+    };
+    let body = if head.method() == &Method::Head {
+        response::head_only(body)
+    } else {
+        body
+    };
+    respond(conn, key, cx, head, body)
+}
+
+/// 503 while draining, so that a load balancer stops sending new clients (§6).
+fn readyz(draining: bool, keep_alive: bool) -> Vec<u8> {
+    if draining {
+        response::json(503, &serde_json::json!({"status": "draining"}), false)
+    } else {
+        response::json(200, &serde_json::json!({"status": "ready"}), keep_alive)
     }
 }
 
@@ -189,34 +288,34 @@ fn keep_alive(cx: &Ctx, head: &RequestHead) -> bool {
     head.keep_alive() && cx.draining.is_none()
 }
 
-/// Queues an API answer, consumes the request, and either waits for the next
-/// request (keep-alive) or closes.
+/// Queues an API answer and either waits for the next request (keep-alive) or
+/// closes. Answers piling up for a client that does not read pause it: HTTP
+/// has no slow-consumer close, so it simply is not read until they drain.
 fn respond(
     conn: &mut Connection,
     key: usize,
     cx: &mut Ctx,
     head: &RequestHead,
-    consumed: usize,
     bytes: Vec<u8>,
-) -> bool {
-    conn.inbuf.drain(..consumed.min(conn.inbuf.len()));
+) -> Next {
     if !keep_alive(cx, head) {
         answer_and_close(conn, key, cx, bytes);
-        return false;
+        return Next::Stop;
     }
-    if !queue_reply(conn, key, cx, bytes) {
-        return false;
+    conn.out.push_unbounded(Bytes::from(bytes), 0);
+    cx.mark_dirty(key, conn);
+    let over = conn.out.queued() > cx.shared.config.max_queue_bytes;
+    let keepalive = cx.now + cx.shared.config.keepalive_timeout;
+    let State::Http(h) = &mut conn.state else {
+        return Next::Stop;
+    };
+    h.deadline = keepalive;
+    h.first = false;
+    if over {
+        h.paused = true;
+        return Next::Stop;
     }
-    if conn.inbuf.is_empty() {
-        conn.inbuf = Vec::new();
-    }
-    conn.state = State::Http(HttpState {
-        deadline: cx.now + cx.shared.config.keepalive_timeout,
-        first: false,
-        scanned: 0,
-        body: None,
-    });
-    true
+    Next::More
 }
 
 fn upgrade(
@@ -224,9 +323,8 @@ fn upgrade(
     key: usize,
     cx: &mut Ctx,
     head: &RequestHead,
-    len: usize,
     target: Target,
-) {
+) -> Next {
     let shared = cx.shared.clone();
     let per_ip = &shared.per_ip;
     if !conn.ip_slot && per_ip.enabled() {
@@ -235,11 +333,11 @@ fn upgrade(
         }
     }
     let busy = if cx.draining.is_some() {
-        Some("the server is shutting down")
+        Some(Refusal::draining())
     } else if conn.over_limit {
-        Some("the connection limit is reached")
+        Some(Refusal::connection_limit())
     } else if per_ip.enabled() && conn.client.is_some() && !conn.ip_slot {
-        Some("too many connections from your address")
+        Some(Refusal::per_ip_limit())
     } else {
         None
     };
@@ -248,134 +346,52 @@ fn upgrade(
         allowed_origins: &shared.config.allowed_origins,
         verifier: shared.verifier.as_ref(),
     };
-    let up = match check_upgrade(head, target, &ctx) {
-        Ok(up) => up,
+    match check_upgrade(head, target, &ctx) {
+        Ok(up) => Next::Upgrade(Box::new(up)),
         Err(r) => {
             refuse(conn, key, cx, r);
-            return;
-        }
-    };
-    // Bytes after the head are the client's first frames: keep them.
-    conn.inbuf.drain(..len);
-    match &up.target {
-        Target::Echo => super::ws_conn::open_echo(conn, key, cx, &up),
-        Target::Stream { channel, location } => {
-            let req = SubscribeRequest {
-                loop_id: cx.id,
-                conn: ConnRef {
-                    key: key as u32,
-                    gen: conn.gen,
-                },
-                channel: *channel,
-                location: location.clone(),
-                since: up.since,
-                epoch: up.epoch.clone(),
-            };
-            if cx.publisher.try_send(ToPublisher::Subscribe(req)).is_err() {
-                refuse(
-                    conn,
-                    key,
-                    cx,
-                    Refusal::new(503, "unavailable", "the server is too busy, retry shortly"),
-                );
-                return;
-            }
-            let (channel, location) = (*channel, location.clone());
-            conn.state = State::Subscribing(Box::new(Subscribing {
-                deadline: cx.now + shared.config.handshake_timeout,
-                upgrade: up,
-                channel,
-                location,
-            }));
+            Next::Stop
         }
     }
 }
 
-/// Validates the head of a publish and waits for its body.
-fn begin_publish(
-    conn: &mut Connection,
-    key: usize,
-    cx: &mut Ctx,
-    head: Box<RequestHead>,
-    len: usize,
-) -> bool {
-    let fail = |conn: &mut Connection, cx: &mut Ctx, status: u16, code: &'static str, msg: &str| {
-        cx.shared
-            .metrics
-            .publish_requests
-            .with_label_values(&[&status.to_string()])
-            .inc();
-        let r = Refusal::new(status, code, msg);
-        answer_and_close(conn, key, cx, r.to_response(false));
-        false
-    };
-    // Authorise on the head alone: an unauthenticated client gets its 401 before
-    // it can make us buffer a body (up to 1 MiB) or send it `100 Continue`.
-    let claims = match publish_auth(cx, &head) {
-        Ok(claims) => claims,
-        Err(r) => return fail(conn, cx, r.status, r.code, &r.message),
-    };
-    if head.chunked {
-        return fail(
-            conn,
-            cx,
-            411,
-            "length_required",
-            "send the body with Content-Length (chunked bodies are not accepted)",
-        );
-    }
-    let body_len = match head.content_length {
-        None => 0,
-        Some(Ok(n)) if n > MAX_PUBLISH_BODY as u64 => {
-            return fail(
-                conn,
-                cx,
-                413,
-                "body_too_large",
-                "the body is larger than 1 MiB",
-            );
-        }
-        Some(Ok(n)) => n as usize,
-        Some(Err(())) => {
-            return fail(conn, cx, 400, "bad_request", "invalid Content-Length");
-        }
-    };
-    if head.expect_continue && conn.inbuf.len() < len + body_len {
-        conn.out
-            .push_unbounded(Bytes::from_static(response::CONTINUE), 0);
-        cx.mark_dirty(key, conn);
-    }
-    if let State::Http(h) = &mut conn.state {
-        h.body = Some(Box::new(BodyWait {
-            head,
-            head_len: len,
-            body_len,
-            claims,
-        }));
-    }
-    true
-}
-
-/// The body is in: authorise, validate, hand to the publisher, answer 202.
-fn publish(conn: &mut Connection, key: usize, cx: &mut Ctx, bw: &BodyWait, total: usize) -> bool {
-    let result = publish_result(cx, bw.claims.as_ref(), &conn.inbuf[bw.head_len..total]);
-    let (status, bytes) = match result {
-        Ok(n) => (
-            202,
-            response::json(
-                202,
-                &serde_json::json!({"accepted": n}),
-                keep_alive(cx, &bw.head),
-            ),
-        ),
-        Err(r) => (r.status, r.to_response(keep_alive(cx, &bw.head))),
-    };
+fn count_publish(cx: &Ctx, status: u16) {
     cx.shared
         .metrics
         .publish_requests
         .with_label_values(&[&status.to_string()])
         .inc();
-    respond(conn, key, cx, &bw.head, total, bytes)
+}
+
+/// A publish refused before its body was read: the body is not read, so the
+/// connection cannot go on.
+fn publish_failed(conn: &mut Connection, key: usize, cx: &mut Ctx, r: Refusal) {
+    count_publish(cx, r.status);
+    answer_and_close(conn, key, cx, r.to_response(false));
+}
+
+/// The body is in: validate, hand to the publisher, answer 202.
+fn publish(
+    conn: &mut Connection,
+    key: usize,
+    cx: &mut Ctx,
+    head: &RequestHead,
+    claims: Option<&Claims>,
+    body: &[u8],
+) -> Next {
+    let (status, bytes) = match publish_result(cx, claims, body) {
+        Ok(n) => (
+            202,
+            response::json(
+                202,
+                &serde_json::json!({"accepted": n}),
+                keep_alive(cx, head),
+            ),
+        ),
+        Err(r) => (r.status, r.to_response(keep_alive(cx, head))),
+    };
+    count_publish(cx, status);
+    respond(conn, key, cx, head, bytes)
 }
 
 /// §4/§5: with auth on, a publisher token (401 without a valid one, 403 without
@@ -385,18 +401,11 @@ fn publish_auth(cx: &Ctx, head: &RequestHead) -> Result<Option<Claims>, Refusal>
         return Ok(None);
     };
     let query = parse_query(head.query.as_deref());
-    let token = request_token(head, query.token.as_deref()).ok_or_else(|| {
-        Refusal::new(401, AuthError::Missing.code(), AuthError::Missing.message())
-    })?;
-    let claims = v
-        .verify(&token)
-        .map_err(|e| Refusal::new(401, e.code(), e.message()))?;
+    let token = request_token(head, query.token.as_deref())
+        .ok_or_else(|| Refusal::unauthorized(&AuthError::Missing))?;
+    let claims = v.verify(&token).map_err(|e| Refusal::unauthorized(&e))?;
     if !claims.is_publisher() {
-        return Err(Refusal::new(
-            403,
-            "forbidden",
-            "publishing needs a token with the `publish` scope",
-        ));
+        return Err(Refusal::not_a_publisher());
     }
     Ok(Some(claims))
 }
@@ -405,41 +414,18 @@ fn publish_result(cx: &mut Ctx, claims: Option<&Claims>, body: &[u8]) -> Result<
     // A draining instance's clients are all being closed: an event accepted now
     // would reach nobody. 503 tells the publisher to retry on another instance.
     if cx.draining.is_some() {
-        return Err(Refusal::new(
-            503,
-            "draining",
-            "the server is shutting down; publish elsewhere",
-        )
-        .with_headers("Retry-After: 1\r\n"));
+        return Err(Refusal::draining());
     }
     if body.is_empty() {
-        return Err(Refusal::new(
-            400,
-            "invalid_body",
-            "the body is empty: send a JSON event or array",
-        ));
+        return Err(Refusal::empty_body());
     }
-    let events = parse_body(body).map_err(|e| {
-        Refusal::new(
-            e.status(),
-            if e.status() == 413 {
-                "too_many_events"
-            } else {
-                "invalid_event"
-            },
-            e.to_string(),
-        )
-    })?;
+    let events = parse_body(body).map_err(|e| Refusal::invalid_publish(&e))?;
+    if let Some(e) = oversized(&events, cx.shared.config.max_queue_bytes) {
+        return Err(Refusal::invalid_publish(&e));
+    }
     if let Some(claims) = claims {
         if let Some(bad) = events.iter().find(|e| !grants(claims, e)) {
-            return Err(Refusal::new(
-                403,
-                "forbidden",
-                format!(
-                    "the token may not publish event `{}` to this channel or location",
-                    bad.event_type
-                ),
-            ));
+            return Err(Refusal::publish_not_granted(&bad.event_type));
         }
     }
     let n = events.len();
@@ -448,17 +434,8 @@ fn publish_result(cx: &mut Ctx, claims: Option<&Claims>, body: &[u8]) -> Result<
     }
     match cx.publisher.try_send(ToPublisher::Publish(events)) {
         Ok(()) => Ok(n),
-        Err(TrySendError::Full(_)) => {
-            Err(
-                Refusal::new(503, "overloaded", "the publisher is behind; retry shortly")
-                    .with_headers("Retry-After: 1\r\n"),
-            )
-        }
-        Err(TrySendError::Disconnected(_)) => Err(Refusal::new(
-            503,
-            "unavailable",
-            "the server is shutting down",
-        )),
+        Err(TrySendError::Full(_)) => Err(Refusal::publisher_behind()),
+        Err(TrySendError::Disconnected(_)) => Err(Refusal::publisher_gone()),
     }
 }
 

@@ -2,7 +2,9 @@
 
 mod close;
 pub mod connection;
+mod ctx;
 mod event_loop;
+mod fanout;
 mod http_conn;
 pub mod listener;
 pub mod per_ip;
@@ -46,13 +48,20 @@ pub enum StartError {
 
 /// What every loop reads and the main thread can flip.
 pub struct Shared {
+    /// The validated configuration, read-only after start-up.
     pub config: Config,
+    /// The process-wide registry behind `/metrics`.
     pub metrics: Arc<Metrics>,
+    /// Token checks; `None` when the server runs open (no `JWT_SECRET_KEY`).
     pub verifier: Option<Verifier>,
-    /// Accepted sockets, handshakes in progress included.
+    /// Accepted sockets, handshakes in progress included: what
+    /// `--max-connections` is checked against, across loops.
     pub open: AtomicUsize,
+    /// Set by the main thread on SIGTERM/SIGINT, before the loops are told.
     pub draining: AtomicBool,
+    /// This process's epoch: the prefix of every stream's epoch.
     pub epoch: String,
+    /// Connections per client address, across loops (`--max-connections-per-ip`).
     pub per_ip: per_ip::PerIp,
 }
 
@@ -60,10 +69,13 @@ pub struct Server {
     /// The addresses actually bound (port 0 resolved).
     pub addrs: Vec<ListenAddr>,
     pub shared: Arc<Shared>,
+    /// The event-loop threads, joined by [`Server::wait`].
     loops: Vec<JoinHandle<()>>,
+    /// Each loop's inbox, for the drain signal.
     handles: Vec<LoopHandle>,
     publisher_tx: PublisherHandle,
     publisher: Option<JoinHandle<()>>,
+    /// Unix socket files this process created, removed on exit.
     unix_paths: Vec<PathBuf>,
 }
 

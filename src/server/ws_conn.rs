@@ -1,33 +1,42 @@
-//! The WebSocket phase: opening a stream (101, `BI_CONNECTION_ESTABLISHED`,
-//! replay, `recovered`), then the client's messages.
+//! The WebSocket phase: subscribing (waiting for the publisher), opening a
+//! stream (101, `BI_CONNECTION_ESTABLISHED`, replay, `recovered`), then the
+//! client's messages, heartbeats and token expiry.
+//!
+//! Answers the four calls of every phase: [`on_input`], [`on_timer`],
+//! [`on_drain`], [`on_eof`]; and [`start`] / [`on_subscribed`], the two ways in.
 
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+
 use crate::clock;
-use crate::http::response;
-use crate::http::upgrade::Upgrade;
-use crate::hub::publisher::SubscribeAck;
+use crate::http::response::{self, Refusal};
+use crate::http::upgrade::{Target, Upgrade};
+use crate::hub::publisher::{SubscribeAck, SubscribeRequest, ToPublisher};
 use crate::hub::subscriptions::ConnRef;
-use crate::server::close::{close_ws, slow_replay};
-use crate::server::connection::{passes, Connection, State, WsKind, WsState};
-use crate::server::event_loop::{queue_reply, Ctx};
+use crate::server::close::{close_ws, close_ws_until, refuse, slow_consumer};
+use crate::server::connection::{
+    passes, Closing, Connection, State, Step, Subscribing, WsKind, WsState,
+};
+use crate::server::ctx::Ctx;
 use crate::ws::close::{ClientClose, CloseCode};
 use crate::ws::frame;
 use crate::ws::messages::{self, ClientMessage, Established};
 use crate::ws::reader::{Inbound, MessageReader};
 
-/// Stamp of replayed events: counted as delivered, kept out of the latency histogram.
-pub const REPLAY_STAMP: u64 = u64::MAX;
-
 /// More bad client messages than this within one second close the connection.
 const MAX_BAD_PER_SECOND: u32 = 10;
+/// Client messages handled per connection per wake-up, and their bytes: a
+/// client sending many large valid messages (each `subscribe` costs a JSON
+/// parse) waits for the next iteration rather than delaying everyone else.
+const MESSAGE_BUDGET: usize = 16;
+const MESSAGE_BYTES_BUDGET: usize = 64 * 1024;
 
 fn new_ws(cx: &mut Ctx, kind: WsKind, token_exp: Option<u64>) -> Box<WsState> {
-    cx.conn_counter += 1;
     let now = cx.now;
     let token_deadline = token_exp.map(|exp| deadline_for(exp, cx));
     Box::new(WsState {
-        id: ((cx.id as u64) << 48) | cx.conn_counter,
+        id: cx.next_conn_id(),
         kind,
         reader: MessageReader::default(),
         last_seen: now,
@@ -38,7 +47,8 @@ fn new_ws(cx: &mut Ctx, kind: WsKind, token_exp: Option<u64>) -> Box<WsState> {
     })
 }
 
-/// `exp` + leeway as a loop deadline.
+/// `exp` + leeway as a loop deadline. `exp` may be anything up to 2^64-1:
+/// every step saturates, and a year is "never" for a connection.
 fn deadline_for(exp: u64, cx: &Ctx) -> Instant {
     let leeway = cx
         .shared
@@ -50,11 +60,52 @@ fn deadline_for(exp: u64, cx: &Ctx) -> Instant {
         .saturating_add(leeway.as_millis() as u64);
     let now_ms = clock::wall_ms();
     let wait = Duration::from_millis(at_ms.saturating_sub(now_ms));
-    // Far-future tokens: a year is "never" for a connection.
     cx.now + wait.min(Duration::from_secs(365 * 24 * 3600))
 }
 
-pub fn open_echo(conn: &mut Connection, key: usize, cx: &mut Ctx, up: &Upgrade) {
+/// Queues an answer to this client; past the queue bound it is a slow consumer.
+fn reply(conn: &mut Connection, key: usize, cx: &mut Ctx, bytes: Vec<u8>) -> bool {
+    let limit = cx.shared.config.max_queue_bytes;
+    if conn.out.push(Bytes::from(bytes), 0, limit).is_err() {
+        slow_consumer(conn, key, cx);
+        return false;
+    }
+    cx.mark_dirty(key, conn);
+    true
+}
+
+/// The HTTP phase accepted an upgrade: open an echo connection at once, or ask
+/// the publisher to register the stream subscription.
+pub fn start(conn: &mut Connection, key: usize, cx: &mut Ctx, up: Box<Upgrade>) -> Step {
+    let (channel, location) = match &up.target {
+        Target::Echo => return open_echo(conn, key, cx, &up),
+        Target::Stream { channel, location } => (*channel, location.clone()),
+    };
+    let req = SubscribeRequest {
+        loop_id: cx.id,
+        conn: ConnRef {
+            key: key as u32,
+            gen: conn.gen,
+        },
+        channel,
+        location: location.clone(),
+        since: up.since,
+        epoch: up.epoch.clone(),
+    };
+    if cx.publisher.try_send(ToPublisher::Subscribe(req)).is_err() {
+        refuse(conn, key, cx, Refusal::subscribe_busy());
+        return Step::Wait;
+    }
+    conn.state = State::Subscribing(Box::new(Subscribing {
+        deadline: cx.now + cx.shared.config.handshake_timeout,
+        upgrade: up,
+        channel,
+        location,
+    }));
+    Step::Wait
+}
+
+fn open_echo(conn: &mut Connection, key: usize, cx: &mut Ctx, up: &Upgrade) -> Step {
     let ws = new_ws(cx, WsKind::Echo, None);
     conn.state = State::Open(ws);
     cx.shared.metrics.connections_total.inc();
@@ -63,36 +114,38 @@ pub fn open_echo(conn: &mut Connection, key: usize, cx: &mut Ctx, up: &Upgrade) 
         .connections
         .with_label_values(&[crate::metrics::ECHO_LABEL])
         .inc();
-    if queue_reply(conn, key, cx, response::switching_protocols(&up.accept_key)) {
-        on_input(conn, key, cx);
+    if reply(conn, key, cx, response::switching_protocols(&up.accept_key)) {
+        return on_input(conn, key, cx);
     }
+    Step::Wait
 }
 
 /// The publisher registered the subscription: everything the client gets
-/// before live events goes into the queue in order, under the same bound.
-pub fn open_stream(conn: &mut Connection, key: usize, ack: SubscribeAck, cx: &mut Ctx) {
-    let State::Subscribing(sub) = std::mem::replace(
-        &mut conn.state,
-        State::Closing(crate::server::connection::Closing {
-            until: cx.now,
-            fin_sent: false,
-        }),
-    ) else {
-        return;
+/// before live events goes into the queue in order; the replay is fed to the
+/// socket as the client reads it.
+pub fn on_subscribed(conn: &mut Connection, key: usize, cx: &mut Ctx, ack: SubscribeAck) -> Step {
+    let placeholder = State::Closing(Closing {
+        until: cx.now,
+        fin_sent: false,
+        peer_done: false,
+    });
+    let State::Subscribing(sub) = std::mem::replace(&mut conn.state, placeholder) else {
+        return Step::Wait;
     };
     let shared = cx.shared.clone();
-    let cref = ConnRef {
-        key: key as u32,
-        gen: conn.gen,
-    };
-    let pos = cx.subs.add(ack.stream, cref);
+    cx.subs.add(
+        ack.stream,
+        ConnRef {
+            key: key as u32,
+            gen: conn.gen,
+        },
+    );
     let filter = sub.upgrade.filter.clone();
     let ws = new_ws(
         cx,
         WsKind::Stream {
             channel: sub.channel,
             stream: ack.stream,
-            pos,
             filter,
         },
         sub.upgrade.token_exp,
@@ -106,7 +159,6 @@ pub fn open_stream(conn: &mut Connection, key: usize, ack: SubscribeAck, cx: &mu
         .with_label_values(&[sub.channel.id()])
         .inc();
 
-    let limit = shared.config.max_queue_bytes;
     let mut head = response::switching_protocols(&sub.upgrade.accept_key);
     head.extend_from_slice(&frame::text(&messages::established(&Established {
         connection_id: &conn_id,
@@ -117,38 +169,55 @@ pub fn open_stream(conn: &mut Connection, key: usize, ack: SubscribeAck, cx: &mu
         server_time: clock::wall_ms(),
         heartbeat_interval_ms: shared.config.heartbeat_interval.as_millis() as u64,
     })));
-    if !queue_reply(conn, key, cx, head) {
-        return;
+    if !reply(conn, key, cx, head) {
+        return Step::Wait;
     }
     if let Some(rec) = ack.recovery {
         let mut replay = rec.entries;
         replay.retain(|e| passes(&sub.upgrade.filter, &e.event_type));
         let (from, to) = (replay.first().map(|e| e.seq), replay.last().map(|e| e.seq));
+        conn.out.push_replay(replay.into_iter().map(|e| e.frame));
         let msg = frame::text(&messages::recovered(rec.complete, from, to));
-        // Measured whole before any of it is queued: `slow_consumer` drops what
-        // has not started to go out, which here would be the 101 and the hello.
-        let need = replay.iter().map(|e| e.frame.len()).sum::<usize>() + msg.len();
-        if conn.out.queued() + need > limit {
-            slow_replay(conn, key, cx);
-            return;
-        }
-        for e in replay {
-            conn.out.push_unbounded(e.frame, REPLAY_STAMP);
-        }
-        if !queue_reply(conn, key, cx, msg) {
-            return;
+        if !reply(conn, key, cx, msg) {
+            return Step::Wait;
         }
     }
     cx.mark_dirty(key, conn);
+    // Frames the client sent before the 101 are handled now.
+    on_input(conn, key, cx)
 }
 
-/// Works through the client's buffered frames.
-pub fn on_input(conn: &mut Connection, key: usize, cx: &mut Ctx) {
+/// Works through the client's buffered frames, within this wake-up's budget.
+pub fn on_input(conn: &mut Connection, key: usize, cx: &mut Ctx) -> Step {
+    match &conn.state {
+        State::Subscribing(_) => {
+            // Frames sent before the 101 are kept for when the stream opens,
+            // within the message limit.
+            let cap = cx.shared.config.max_message_size + 64 * 1024;
+            if conn.inbuf.len() > cap {
+                refuse(conn, key, cx, Refusal::early_data());
+            }
+            return Step::Wait;
+        }
+        State::Open(_) => {}
+        _ => return Step::Wait,
+    }
     let max = cx.shared.config.max_message_size;
     let mut pos = 0;
+    let mut handled = 0;
+    let mut step = Step::Wait;
     while let State::Open(ws) = &mut conn.state {
+        if handled == MESSAGE_BUDGET || pos >= MESSAGE_BYTES_BUDGET {
+            if pos < conn.inbuf.len() {
+                step = Step::Again;
+            }
+            break;
+        }
         match ws.reader.next(&mut conn.inbuf, max, &mut pos) {
-            Ok(Some(msg)) => handle(conn, key, cx, msg),
+            Ok(Some(msg)) => {
+                handled += 1;
+                handle(conn, key, cx, msg);
+            }
             Ok(None) => break,
             Err(e) => {
                 close_ws(conn, key, cx, e.close_code(), e.reason());
@@ -162,6 +231,7 @@ pub fn on_input(conn: &mut Connection, key: usize, cx: &mut Ctx) {
             conn.inbuf = Vec::new();
         }
     }
+    step
 }
 
 fn handle(conn: &mut Connection, key: usize, cx: &mut Ctx, msg: Inbound) {
@@ -171,17 +241,17 @@ fn handle(conn: &mut Connection, key: usize, cx: &mut Ctx, msg: Inbound) {
     let echo = matches!(ws.kind, WsKind::Echo);
     match msg {
         Inbound::Ping(p) => {
-            queue_reply(conn, key, cx, frame::pong(&p));
+            reply(conn, key, cx, frame::pong(&p));
         }
         Inbound::Pong => {}
         // The client's code is echoed, as RFC 6455 §5.5.1 asks.
         Inbound::Close(ClientClose::Valid(code)) => close_ws(conn, key, cx, code, ""),
         Inbound::Close(ClientClose::Invalid(code, why)) => close_ws(conn, key, cx, code, why),
         Inbound::Text(t) if echo => {
-            queue_reply(conn, key, cx, frame::text(t.as_bytes()));
+            reply(conn, key, cx, frame::text(t.as_bytes()));
         }
         Inbound::Binary(b) if echo => {
-            queue_reply(conn, key, cx, frame::binary(&b));
+            reply(conn, key, cx, frame::binary(&b));
         }
         Inbound::Binary(_) => bad(
             conn,
@@ -191,11 +261,11 @@ fn handle(conn: &mut Connection, key: usize, cx: &mut Ctx, msg: Inbound) {
         ),
         Inbound::Text(t) => match messages::parse_client(&t) {
             Ok(ClientMessage::Ping { id }) => {
-                let reply = messages::pong(clock::wall_ms(), id.as_ref());
-                queue_reply(conn, key, cx, frame::text(&reply));
+                let msg = messages::pong(clock::wall_ms(), id.as_ref());
+                reply(conn, key, cx, frame::text(&msg));
             }
             Ok(ClientMessage::Subscribe { event_types }) => {
-                let reply = messages::subscribed(&event_types);
+                let msg = messages::subscribed(&event_types);
                 if let WsKind::Stream { filter, .. } = &mut ws.kind {
                     *filter = if event_types.is_empty() {
                         None
@@ -203,7 +273,7 @@ fn handle(conn: &mut Connection, key: usize, cx: &mut Ctx, msg: Inbound) {
                         Some(event_types)
                     };
                 }
-                queue_reply(conn, key, cx, frame::text(&reply));
+                reply(conn, key, cx, frame::text(&msg));
             }
             Err(why) => bad(conn, key, cx, why),
         },
@@ -230,6 +300,62 @@ fn bad(conn: &mut Connection, key: usize, cx: &mut Ctx, why: &str) {
         );
         return;
     }
-    let reply = frame::text(&messages::error("invalid_message", why));
-    queue_reply(conn, key, cx, reply);
+    let msg = frame::text(&messages::error("invalid_message", why));
+    reply(conn, key, cx, msg);
+}
+
+/// The connection's deadline passed: the publisher never answered (503), the
+/// token expired (1008), or a heartbeat is due (ping, or 1008 after two
+/// silent intervals).
+pub fn on_timer(conn: &mut Connection, key: usize, cx: &mut Ctx) -> Step {
+    let now = cx.now;
+    if now < conn.deadline() {
+        return Step::Wait;
+    }
+    match &mut conn.state {
+        State::Subscribing(_) => refuse(conn, key, cx, Refusal::subscribe_busy()),
+        State::Open(ws) => {
+            if ws.token_deadline.is_some_and(|t| t <= now) {
+                close_ws(conn, key, cx, CloseCode::Policy, "token expired");
+                return Step::Wait;
+            }
+            if now >= ws.next_ping {
+                let interval = cx.shared.config.heartbeat_interval;
+                if now.duration_since(ws.last_seen) >= 2 * interval {
+                    close_ws(conn, key, cx, CloseCode::Policy, "heartbeat timeout");
+                    return Step::Wait;
+                }
+                ws.next_ping = now + interval;
+                conn.out.push_unbounded(Bytes::from(frame::ping(b"")), 0);
+                cx.mark_dirty(key, conn);
+            }
+        }
+        _ => {}
+    }
+    Step::Wait
+}
+
+/// The server is draining: every client is flushed and closed with 1001; one
+/// still subscribing gets the same 503 `draining` as a new upgrade.
+pub fn on_drain(conn: &mut Connection, key: usize, cx: &mut Ctx, deadline: Instant) -> Step {
+    match &conn.state {
+        State::Open(_) => {
+            close_ws_until(conn, key, cx, CloseCode::GoingAway, "going away", deadline)
+        }
+        State::Subscribing(_) => refuse(conn, key, cx, Refusal::draining()),
+        _ => {}
+    }
+    Step::Wait
+}
+
+/// The transport ended without a close handshake.
+pub fn on_eof() -> Step {
+    Step::Remove
+}
+
+/// Any bytes from the client count as a sign of life for the heartbeat.
+pub fn saw_input(conn: &mut Connection, now: Instant) {
+    if let State::Open(ws) = &mut conn.state {
+        ws.last_seen = now;
+    }
 }

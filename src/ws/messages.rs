@@ -4,6 +4,7 @@
 use serde_json::{json, Value};
 
 use crate::channel::{valid_event_type, Channel};
+use crate::http::upgrade::MAX_FILTER_TYPES;
 
 pub struct Established<'a> {
     pub connection_id: &'a str,
@@ -72,6 +73,8 @@ pub enum ClientMessage {
 /// Why a client message was refused: the `message` of the `error` reply.
 pub type Invalid = &'static str;
 
+const TOO_MANY_TYPES: Invalid = "a filter holds at most 256 distinct event types";
+
 pub fn parse_client(text: &str) -> Result<ClientMessage, Invalid> {
     let v: Value = serde_json::from_str(text).map_err(|_| "not valid JSON")?;
     let Value::Object(mut obj) = v else {
@@ -85,13 +88,18 @@ pub fn parse_client(text: &str) -> Result<ClientMessage, Invalid> {
             let Some(Value::Array(items)) = obj.get("event_types") else {
                 return Err("`subscribe` needs `event_types`, a list of event types");
             };
-            let mut event_types = Vec::with_capacity(items.len());
+            // Linear in the message: a set for de-duplication, and a cap on
+            // distinct types (the filter is checked for every event).
+            let mut event_types: Vec<Box<str>> = Vec::new();
+            let mut seen = std::collections::HashSet::new();
             for it in items {
                 match it.as_str() {
                     Some(s) if valid_event_type(s) => {
-                        let s: Box<str> = s.into();
-                        if !event_types.contains(&s) {
-                            event_types.push(s);
+                        if seen.insert(s) {
+                            if event_types.len() == MAX_FILTER_TYPES {
+                                return Err(TOO_MANY_TYPES);
+                            }
+                            event_types.push(s.into());
                         }
                     }
                     _ => return Err("each event type must match [A-Za-z0-9_.:-]{1,64}"),
@@ -144,6 +152,34 @@ mod tests {
         ] {
             assert!(parse_client(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn big_subscribes_are_capped_and_linear() {
+        let types: Vec<String> = (0..10_900).map(|i| format!("\"T{i}\"")).collect();
+        let msg = format!(
+            r#"{{"type":"subscribe","event_types":[{}]}}"#,
+            types.join(",")
+        );
+        let t0 = std::time::Instant::now();
+        assert_eq!(parse_client(&msg), Err(TOO_MANY_TYPES));
+        assert!(t0.elapsed() < std::time::Duration::from_millis(200));
+        let dup = format!(
+            r#"{{"type":"subscribe","event_types":[{}]}}"#,
+            vec!["\"A\""; 10_000].join(",")
+        );
+        assert_eq!(
+            parse_client(&dup),
+            Ok(ClientMessage::Subscribe {
+                event_types: vec!["A".into()]
+            })
+        );
+        let max = format!(
+            r#"{{"type":"subscribe","event_types":[{}]}}"#,
+            types[..MAX_FILTER_TYPES].join(",")
+        );
+        assert!(parse_client(&max).is_ok());
+        assert!(TOO_MANY_TYPES.contains(&MAX_FILTER_TYPES.to_string()));
     }
 
     #[test]
