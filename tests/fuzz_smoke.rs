@@ -1,4 +1,4 @@
-//! A bounded, in-process fuzz run of the two untrusted-input parsers for CI:
+//! A bounded, in-process fuzz run of the untrusted-input parsers for CI:
 //! the same property checks as the libFuzzer targets (`fuzz/src/lib.rs`), fed
 //! by a seeded mutator over the seed corpus (`fuzz/seeds/`). No sanitizer
 //! build, so it costs seconds to build; `make fuzz` runs the deep libFuzzer
@@ -140,4 +140,16 @@ fn request_head_parser() {
 #[test]
 fn client_frame_reader() {
     run("frames", checks::frames);
+}
+
+/// Mutated seeds and the structured generator: the server's framer acts on
+/// the requests a strict reference parser sees, and on no others.
+#[test]
+fn http_request_sequence() {
+    run("http_sequence", checks::http_sequence::check);
+    let mut g = checks::http_sequence::Gen(0x51_7cc1_b727_220a);
+    for _ in 0..50_000 {
+        let input = checks::http_sequence::generate(&mut g);
+        checks::http_sequence::check(&input);
+    }
 }

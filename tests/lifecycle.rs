@@ -470,7 +470,7 @@ fn accept_errors_back_off_instead_of_spinning() {
             TcpStream::connect(s.addr)
                 .and_then(|mut c| {
                     c.set_read_timeout(Some(Duration::from_millis(500)))?;
-                    c.write_all(b"GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n")?;
+                    c.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")?;
                     let mut b = [0u8; 12];
                     c.read_exact(&mut b)?;
                     Ok(&b == b"HTTP/1.1 200")

@@ -238,7 +238,7 @@ fn head_over_8_kib_gets_431() {
     let pad = format!("X-Pad: {}\r\n", "a".repeat(7000));
     let (st, _, _) = http_raw(
         s.addr,
-        format!("GET /healthz HTTP/1.1\r\n{pad}Connection: close\r\n\r\n").as_bytes(),
+        format!("GET /healthz HTTP/1.1\r\nHost: t\r\n{pad}Connection: close\r\n\r\n").as_bytes(),
     );
     assert_eq!(st, 200);
     assert!(
