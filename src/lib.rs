@@ -26,6 +26,7 @@
 //! - [`hub`]: the publisher thread, streams and history, subscriptions.
 //! - [`server`]: start-up, the event loops, connection phases, closing, drain.
 //! - [`auth`]: HS256 token checks (pure).
+//! - [`clock`]: wall-clock ms for the wire, monotonic ns stamps for latency.
 //! - [`metrics`]: metric names and the Prometheus registry.
 //! - [`demo`]: the `--demo` event source.
 #![forbid(unsafe_code)]

@@ -16,7 +16,7 @@ use crate::ws::frame;
 
 /// Moves to `Closing` with a linger deadline; our side half-closes once the
 /// queue is flushed.
-pub fn begin_closing(conn: &mut Connection, key: usize, cx: &mut Ctx, until: Instant) {
+pub(crate) fn begin_closing(conn: &mut Connection, key: usize, cx: &mut Ctx, until: Instant) {
     if let State::Open(ws) = &conn.state {
         cx.leave_open(key, conn.gen, ws);
     }
@@ -30,7 +30,7 @@ pub fn begin_closing(conn: &mut Connection, key: usize, cx: &mut Ctx, until: Ins
 }
 
 /// A handshake refusal (§1): a real HTTP response, then close.
-pub fn refuse(conn: &mut Connection, key: usize, cx: &mut Ctx, r: Refusal) {
+pub(crate) fn refuse(conn: &mut Connection, key: usize, cx: &mut Ctx, r: Refusal) {
     cx.shared.metrics.handshake_failure(r.status);
     match conn.client {
         Some(ip) => log::debug!("refused handshake from {ip}: {} {}", r.status, r.code),
@@ -45,19 +45,25 @@ pub fn refuse(conn: &mut Connection, key: usize, cx: &mut Ctx, r: Refusal) {
 }
 
 /// Writes a final HTTP answer and closes after it.
-pub fn answer_and_close(conn: &mut Connection, key: usize, cx: &mut Ctx, bytes: Vec<u8>) {
+pub(crate) fn answer_and_close(conn: &mut Connection, key: usize, cx: &mut Ctx, bytes: Vec<u8>) {
     conn.out.push_unbounded(Bytes::from(bytes), 0);
     let until = cx.now + cx.shared.config.close_linger;
     begin_closing(conn, key, cx, until);
 }
 
 /// Sends a close frame after whatever is queued and closes.
-pub fn close_ws(conn: &mut Connection, key: usize, cx: &mut Ctx, code: CloseCode, reason: &str) {
+pub(crate) fn close_ws(
+    conn: &mut Connection,
+    key: usize,
+    cx: &mut Ctx,
+    code: CloseCode,
+    reason: &str,
+) {
     let until = cx.now + cx.shared.config.close_linger;
     close_ws_until(conn, key, cx, code, reason, until);
 }
 
-pub fn close_ws_until(
+pub(crate) fn close_ws_until(
     conn: &mut Connection,
     key: usize,
     cx: &mut Ctx,
@@ -81,7 +87,7 @@ pub fn close_ws_until(
 /// §6: drop what has not started to go out, finish a half-written frame, send
 /// 1013, and close TCP after the linger even if the client never reads.
 /// WebSocket connections only: an HTTP client that does not read is paused.
-pub fn slow_consumer(conn: &mut Connection, key: usize, cx: &mut Ctx) {
+pub(crate) fn slow_consumer(conn: &mut Connection, key: usize, cx: &mut Ctx) {
     if conn.is_closing() {
         return;
     }
@@ -100,13 +106,13 @@ fn closing(conn: &mut Connection) -> Option<&mut Closing> {
 
 /// Input after we decided to close is read and dropped (closing a socket with
 /// unread bytes would reset it, and the peer might miss our answer).
-pub fn on_input(conn: &mut Connection) -> Step {
+pub(crate) fn on_input(conn: &mut Connection) -> Step {
     conn.inbuf.clear();
     Step::Wait
 }
 
 /// The linger is over: close whether or not the peer said goodbye.
-pub fn on_timer(conn: &mut Connection, now: Instant) -> Step {
+pub(crate) fn on_timer(conn: &mut Connection, now: Instant) -> Step {
     match closing(conn) {
         Some(c) if now >= c.until => Step::Remove,
         _ => Step::Wait,
@@ -115,7 +121,7 @@ pub fn on_timer(conn: &mut Connection, now: Instant) -> Step {
 
 /// The peer's EOF: once our answer is out there is nothing left to wait for.
 /// What is still queued goes out on writability, within the linger.
-pub fn on_eof(conn: &mut Connection) -> Step {
+pub(crate) fn on_eof(conn: &mut Connection) -> Step {
     if conn.out.is_empty() {
         return Step::Remove;
     }
@@ -127,7 +133,7 @@ pub fn on_eof(conn: &mut Connection) -> Step {
 
 /// Everything queued is in the kernel: half-close our side. True when the
 /// peer is done too and the connection can go.
-pub fn on_flushed(conn: &mut Connection) -> bool {
+pub(crate) fn on_flushed(conn: &mut Connection) -> bool {
     let Connection { socket, state, .. } = conn;
     let State::Closing(c) = state else {
         return false;

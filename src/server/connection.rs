@@ -28,7 +28,7 @@ use crate::ws::reader::MessageReader;
 
 /// What the loop does after a phase handler ran.
 #[derive(Debug)]
-pub enum Step {
+pub(crate) enum Step {
     /// Nothing more until the next readiness, inbox message or deadline.
     Wait,
     /// Input is left over because this wake-up's budget for the connection ran
@@ -41,75 +41,75 @@ pub enum Step {
     Remove,
 }
 
-pub struct Connection {
-    pub socket: Socket,
+pub(crate) struct Connection {
+    pub(crate) socket: Socket,
     /// Distinguishes this tenant of the slab slot from earlier ones.
-    pub gen: u32,
-    pub peer: Peer,
-    pub state: State,
+    pub(crate) gen: u32,
+    pub(crate) peer: Peer,
+    pub(crate) state: State,
     /// Bytes read but not yet consumed. Empty (unallocated) while idle.
-    pub inbuf: Vec<u8>,
-    pub out: Outbound,
+    pub(crate) inbuf: Vec<u8>,
+    pub(crate) out: Outbound,
     /// The deadline currently armed in the loop's timer heap.
-    pub timer_at: Option<Instant>,
+    pub(crate) timer_at: Option<Instant>,
     /// Queued in the loop's list of connections to flush this iteration.
-    pub dirty: bool,
+    pub(crate) dirty: bool,
     /// Accepted beyond `--max-connections`: an upgrade gets 503.
-    pub over_limit: bool,
+    pub(crate) over_limit: bool,
     /// The client's address once its head is parsed (through trusted proxies).
-    pub client: Option<std::net::IpAddr>,
+    pub(crate) client: Option<std::net::IpAddr>,
     /// Holds a `--max-connections-per-ip` slot for `client`, released on removal.
-    pub ip_slot: bool,
+    pub(crate) ip_slot: bool,
     /// Registered for writability: bytes are waiting for the kernel.
-    pub want_write: bool,
+    pub(crate) want_write: bool,
 }
 
-pub enum State {
+pub(crate) enum State {
     Http(Box<HttpState>),
     Subscribing(Box<Subscribing>),
     Open(Box<WsState>),
     Closing(Closing),
 }
 
-pub struct HttpState {
+pub(crate) struct HttpState {
     /// Request deadline: from accept for the first request (not reset by each
     /// byte), from the last response for a keep-alive connection.
-    pub deadline: Instant,
+    pub(crate) deadline: Instant,
     /// No request was answered on this connection yet: a timeout now is a
     /// failed handshake, not an idle keep-alive connection.
-    pub first: bool,
+    pub(crate) first: bool,
     /// Where each request (and body) ends.
-    pub framer: RequestFramer,
+    pub(crate) framer: RequestFramer,
     /// The publisher token's claims, checked on the head of the publish whose
     /// body is being read (`None`: auth is off, or no body is being read).
-    pub claims: Option<Claims>,
+    pub(crate) claims: Option<Claims>,
     /// The answers queued for this client passed the queue bound (it pipelines
     /// without reading): no more of its requests are read until they drain.
-    pub paused: bool,
+    pub(crate) paused: bool,
 }
 
 /// Upgrade accepted; waiting for the publisher to register the subscription.
-pub struct Subscribing {
-    pub upgrade: Box<Upgrade>,
-    pub channel: Channel,
-    pub location: Box<str>,
-    pub deadline: Instant,
+pub(crate) struct Subscribing {
+    pub(crate) upgrade: Box<Upgrade>,
+    pub(crate) channel: Channel,
+    pub(crate) location: Box<str>,
+    pub(crate) deadline: Instant,
 }
 
-pub struct WsState {
+pub(crate) struct WsState {
     /// The `connection_id` of `BI_CONNECTION_ESTABLISHED`.
-    pub id: u64,
-    pub kind: WsKind,
-    pub reader: MessageReader,
-    pub last_seen: Instant,
-    pub next_ping: Instant,
+    pub(crate) id: u64,
+    pub(crate) kind: WsKind,
+    pub(crate) reader: MessageReader,
+    pub(crate) last_seen: Instant,
+    pub(crate) next_ping: Instant,
     /// `exp` + leeway of the token, when auth is on.
-    pub token_deadline: Option<Instant>,
-    pub bad_window_start: Instant,
-    pub bad_in_window: u32,
+    pub(crate) token_deadline: Option<Instant>,
+    pub(crate) bad_window_start: Instant,
+    pub(crate) bad_in_window: u32,
 }
 
-pub enum WsKind {
+pub(crate) enum WsKind {
     Stream {
         channel: Channel,
         stream: StreamId,
@@ -120,7 +120,7 @@ pub enum WsKind {
 }
 
 impl WsKind {
-    pub fn metric_label(&self) -> &'static str {
+    pub(crate) fn metric_label(&self) -> &'static str {
         match self {
             WsKind::Stream { channel, .. } => channel.id(),
             WsKind::Echo => crate::metrics::ECHO_LABEL,
@@ -128,17 +128,17 @@ impl WsKind {
     }
 }
 
-pub struct Closing {
-    pub until: Instant,
+pub(crate) struct Closing {
+    pub(crate) until: Instant,
     /// Our side is half-closed (everything queued went out).
-    pub fin_sent: bool,
+    pub(crate) fin_sent: bool,
     /// The peer's EOF is in: once our side is flushed, nothing is left to wait for.
-    pub peer_done: bool,
+    pub(crate) peer_done: bool,
 }
 
 impl Connection {
     /// The one deadline this connection waits for now.
-    pub fn deadline(&self) -> Instant {
+    pub(crate) fn deadline(&self) -> Instant {
         match &self.state {
             State::Http(h) => h.deadline,
             State::Subscribing(s) => s.deadline,
@@ -150,18 +150,18 @@ impl Connection {
         }
     }
 
-    pub fn is_closing(&self) -> bool {
+    pub(crate) fn is_closing(&self) -> bool {
         matches!(self.state, State::Closing(_))
     }
 
     /// Reading from the socket is on hold (HTTP answers waiting to drain).
-    pub fn read_paused(&self) -> bool {
+    pub(crate) fn read_paused(&self) -> bool {
         matches!(&self.state, State::Http(h) if h.paused)
     }
 }
 
 /// Does the filter let this event type through?
-pub fn passes(filter: &Option<Vec<Box<str>>>, event_type: &str) -> bool {
+pub(crate) fn passes(filter: &Option<Vec<Box<str>>>, event_type: &str) -> bool {
     match filter {
         None => true,
         Some(types) => types.iter().any(|t| &**t == event_type),

@@ -15,29 +15,29 @@ use crate::metrics::LoopMetrics;
 use crate::server::connection::{Connection, WsKind, WsState};
 use crate::server::Shared;
 
-pub struct Ctx {
+pub(crate) struct Ctx {
     /// This loop's index: how the publisher addresses it.
-    pub id: usize,
-    pub shared: Arc<Shared>,
-    pub publisher: PublisherHandle,
+    pub(crate) id: usize,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) publisher: PublisherHandle,
     /// Control messages that found the publisher's inbox full; retried each
     /// iteration, in order, so an unsubscribe is never lost.
     pending_ctrl: VecDeque<ToPublisher>,
     /// Which of this loop's connections receive which stream.
-    pub subs: Subscriptions,
+    pub(crate) subs: Subscriptions,
     /// Hot-path counters, folded into the shared metrics once per iteration.
-    pub lm: LoopMetrics,
+    pub(crate) lm: LoopMetrics,
     /// Connections with bytes queued this iteration, flushed once at its end.
     pub(crate) dirty: Vec<usize>,
     /// The time of this wake-up (one clock read per iteration).
-    pub now: Instant,
+    pub(crate) now: Instant,
     conn_counter: u64,
     /// The drain deadline, once draining.
-    pub draining: Option<Instant>,
+    pub(crate) draining: Option<Instant>,
 }
 
 impl Ctx {
-    pub fn new(id: usize, shared: Arc<Shared>, publisher: PublisherHandle) -> Ctx {
+    pub(crate) fn new(id: usize, shared: Arc<Shared>, publisher: PublisherHandle) -> Ctx {
         let lm = LoopMetrics::new(&shared.metrics);
         Ctx {
             id,
@@ -54,7 +54,7 @@ impl Ctx {
     }
 
     /// Sends a control message to the publisher, never blocking.
-    pub fn send_ctrl(&mut self, msg: ToPublisher) {
+    pub(crate) fn send_ctrl(&mut self, msg: ToPublisher) {
         if !self.pending_ctrl.is_empty() {
             self.pending_ctrl.push_back(msg);
             return;
@@ -66,7 +66,7 @@ impl Ctx {
     }
 
     /// Retries what [`Self::send_ctrl`] could not send.
-    pub fn retry_ctrl(&mut self) {
+    pub(crate) fn retry_ctrl(&mut self) {
         while let Some(msg) = self.pending_ctrl.pop_front() {
             match self.publisher.try_send(msg) {
                 Ok(()) | Err(TrySendError::Disconnected(_)) => {}
@@ -78,11 +78,11 @@ impl Ctx {
         }
     }
 
-    pub fn has_pending_ctrl(&self) -> bool {
+    pub(crate) fn has_pending_ctrl(&self) -> bool {
         !self.pending_ctrl.is_empty()
     }
 
-    pub fn mark_dirty(&mut self, key: usize, conn: &mut Connection) {
+    pub(crate) fn mark_dirty(&mut self, key: usize, conn: &mut Connection) {
         if !conn.dirty {
             conn.dirty = true;
             self.dirty.push(key);
@@ -90,23 +90,23 @@ impl Ctx {
     }
 
     /// The connections marked dirty since the last call.
-    pub fn take_dirty(&mut self) -> Vec<usize> {
+    pub(crate) fn take_dirty(&mut self) -> Vec<usize> {
         std::mem::take(&mut self.dirty)
     }
 
-    pub fn has_dirty(&self) -> bool {
+    pub(crate) fn has_dirty(&self) -> bool {
         !self.dirty.is_empty()
     }
 
     /// A `connection_id` number unique within the process: loop id and counter.
-    pub fn next_conn_id(&mut self) -> u64 {
+    pub(crate) fn next_conn_id(&mut self) -> u64 {
         self.conn_counter += 1;
         ((self.id as u64) << 48) | self.conn_counter
     }
 
     /// An open WebSocket connection stops being one (closing or removed):
     /// leave its stream, tell the publisher, and update the gauge.
-    pub fn leave_open(&mut self, key: usize, gen: u32, ws: &WsState) {
+    pub(crate) fn leave_open(&mut self, key: usize, gen: u32, ws: &WsState) {
         if let WsKind::Stream { stream, .. } = &ws.kind {
             let conn = ConnRef {
                 key: key as u32,

@@ -25,7 +25,7 @@ use crate::server::timers::Timers;
 use crate::server::{close, fanout, http_conn, ws_conn, Shared};
 use crate::ws::outbound::{Flushed, Written};
 
-pub const WAKER: Token = Token(0);
+pub(crate) const WAKER: Token = Token(0);
 const LISTENER_BASE: usize = 1;
 const CONN_BASE: usize = 1024;
 
@@ -36,7 +36,7 @@ const SCRATCH: usize = 64 * 1024;
 /// Accept errors such as EMFILE pause accepting this long instead of spinning.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
-pub struct EventLoop {
+pub(crate) struct EventLoop {
     poll: Poll,
     /// This loop's listening sockets (its own `SO_REUSEPORT` TCP listener per
     /// address, a shared duplicate for Unix sockets).
@@ -63,7 +63,7 @@ pub struct EventLoop {
 }
 
 impl EventLoop {
-    pub fn new(
+    pub(crate) fn new(
         id: usize,
         poll: Poll,
         mut listeners: Vec<Listener>,
@@ -96,11 +96,11 @@ impl EventLoop {
         })
     }
 
-    pub fn id(&self) -> usize {
+    pub(crate) fn id(&self) -> usize {
         self.cx.id
     }
 
-    pub fn run(mut self) {
+    pub(crate) fn run(mut self) {
         let mut events = Events::with_capacity(1024);
         loop {
             let timeout = self.poll_timeout();

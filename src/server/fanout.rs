@@ -11,7 +11,12 @@ use crate::server::ctx::Ctx;
 /// Queues one delivery for its stream's connections. Connections whose queue
 /// would pass the bound are put in `slow`, for the caller to close (1013)
 /// before the next delivery, so that none of them gets a later event first.
-pub fn deliver(conns: &mut Slab<Connection>, cx: &mut Ctx, d: &Delivery, slow: &mut Vec<usize>) {
+pub(crate) fn deliver(
+    conns: &mut Slab<Connection>,
+    cx: &mut Ctx,
+    d: &Delivery,
+    slow: &mut Vec<usize>,
+) {
     let limit = cx.shared.config.max_queue_bytes;
     {
         for c in cx.subs.get(d.stream) {

@@ -29,7 +29,7 @@ use crate::server::socket::Peer;
 const REQUEST_BUDGET: usize = 64;
 
 /// The state of a connection that was just accepted.
-pub fn new_state(cx: &Ctx) -> Box<HttpState> {
+pub(crate) fn new_state(cx: &Ctx) -> Box<HttpState> {
     let config = &cx.shared.config;
     Box::new(HttpState {
         deadline: cx.now + config.handshake_timeout,
@@ -50,7 +50,7 @@ enum Next {
 }
 
 /// Works through everything buffered: pipelined requests are answered in order.
-pub fn on_input(conn: &mut Connection, key: usize, cx: &mut Ctx) -> Step {
+pub(crate) fn on_input(conn: &mut Connection, key: usize, cx: &mut Ctx) -> Step {
     let mut pos = 0;
     let mut budget = REQUEST_BUDGET;
     let mut want_continue = false;
@@ -134,7 +134,7 @@ pub fn on_input(conn: &mut Connection, key: usize, cx: &mut Ctx) -> Step {
 }
 
 /// The request deadline passed.
-pub fn on_timer(conn: &mut Connection, key: usize, cx: &mut Ctx) -> Step {
+pub(crate) fn on_timer(conn: &mut Connection, key: usize, cx: &mut Ctx) -> Step {
     let State::Http(h) = &conn.state else {
         return Step::Wait;
     };
@@ -159,7 +159,7 @@ pub fn on_timer(conn: &mut Connection, key: usize, cx: &mut Ctx) -> Step {
 /// rather than at once: one accepted just before the signal may have its
 /// request in flight (it gets its 503), and closing a socket with unread bytes
 /// would reset it. A request in progress is answered with `Connection: close`.
-pub fn on_drain(conn: &mut Connection, cx: &mut Ctx) -> Step {
+pub(crate) fn on_drain(conn: &mut Connection, cx: &mut Ctx) -> Step {
     let idle = conn.inbuf.is_empty() && conn.out.is_empty();
     if let State::Http(h) = &mut conn.state {
         if idle && h.framer.is_idle() {
@@ -170,7 +170,7 @@ pub fn on_drain(conn: &mut Connection, cx: &mut Ctx) -> Step {
 }
 
 /// The peer half-closed after its requests: still answer what was asked.
-pub fn on_eof(conn: &mut Connection, key: usize, cx: &mut Ctx) -> Step {
+pub(crate) fn on_eof(conn: &mut Connection, key: usize, cx: &mut Ctx) -> Step {
     if conn.out.is_empty() {
         return Step::Remove;
     }
@@ -181,7 +181,7 @@ pub fn on_eof(conn: &mut Connection, key: usize, cx: &mut Ctx) -> Step {
 
 /// Everything queued went out: a paused client may send its next requests.
 /// True when there is buffered input to come back to.
-pub fn resume(conn: &mut Connection) -> bool {
+pub(crate) fn resume(conn: &mut Connection) -> bool {
     match &mut conn.state {
         State::Http(h) if h.paused => {
             h.paused = false;

@@ -68,13 +68,13 @@ fn unix(path: &Path, mode: Option<u32>) -> Result<std::os::unix::net::UnixListen
 }
 
 /// What was bound: per loop its listeners, and the real addresses (port 0 resolved).
-pub struct Bound {
-    pub per_loop: Vec<Vec<Listener>>,
-    pub addrs: Vec<ListenAddr>,
-    pub unix_paths: Vec<PathBuf>,
+pub(crate) struct Bound {
+    pub(crate) per_loop: Vec<Vec<Listener>>,
+    pub(crate) addrs: Vec<ListenAddr>,
+    pub(crate) unix_paths: Vec<PathBuf>,
 }
 
-pub fn bind_all(
+pub(crate) fn bind_all(
     addrs: &[ListenAddr],
     loops: usize,
     unix_mode: Option<u32>,

@@ -1,15 +1,15 @@
 //! Start-up and shutdown: bind, spawn the publisher and the event loops, drain.
 
 mod close;
-pub mod connection;
+mod connection;
 mod ctx;
 mod event_loop;
 mod fanout;
 mod http_conn;
-pub mod listener;
-pub mod per_ip;
-pub mod socket;
-pub mod timers;
+mod listener;
+mod per_ip;
+mod socket;
+mod timers;
 mod ws_conn;
 
 use std::path::PathBuf;
@@ -56,13 +56,13 @@ pub struct Shared {
     pub verifier: Option<Verifier>,
     /// Accepted sockets, handshakes in progress included: what
     /// `--max-connections` is checked against, across loops.
-    pub open: AtomicUsize,
+    pub(crate) open: AtomicUsize,
     /// Set by the main thread on SIGTERM/SIGINT, before the loops are told.
     pub draining: AtomicBool,
     /// This process's epoch: the prefix of every stream's epoch.
     pub epoch: String,
     /// Connections per client address, across loops (`--max-connections-per-ip`).
-    pub per_ip: per_ip::PerIp,
+    pub(crate) per_ip: per_ip::PerIp,
 }
 
 pub struct Server {

@@ -6,13 +6,13 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
 
-pub struct PerIp {
+pub(crate) struct PerIp {
     limit: Option<usize>,
     counts: Mutex<HashMap<IpAddr, usize>>,
 }
 
 impl PerIp {
-    pub fn new(limit: Option<usize>) -> PerIp {
+    pub(crate) fn new(limit: Option<usize>) -> PerIp {
         PerIp {
             limit,
             counts: Mutex::new(HashMap::new()),
@@ -20,7 +20,7 @@ impl PerIp {
     }
 
     /// Takes a slot for `ip`; false when the address is at its limit.
-    pub fn try_acquire(&self, ip: IpAddr) -> bool {
+    pub(crate) fn try_acquire(&self, ip: IpAddr) -> bool {
         let Some(limit) = self.limit else {
             return true;
         };
@@ -33,7 +33,7 @@ impl PerIp {
         true
     }
 
-    pub fn release(&self, ip: IpAddr) {
+    pub(crate) fn release(&self, ip: IpAddr) {
         if self.limit.is_none() {
             return;
         }
@@ -46,7 +46,7 @@ impl PerIp {
         }
     }
 
-    pub fn enabled(&self) -> bool {
+    pub(crate) fn enabled(&self) -> bool {
         self.limit.is_some()
     }
 }

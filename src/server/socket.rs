@@ -8,14 +8,14 @@ use mio::event::Source;
 use mio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use mio::{Interest, Registry, Token};
 
-pub enum Socket {
+pub(crate) enum Socket {
     Tcp(TcpStream),
     Unix(UnixStream),
 }
 
 /// Who is on the other end, for logs and per-address limits.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Peer {
+pub(crate) enum Peer {
     Tcp(SocketAddr),
     Unix,
 }
@@ -30,7 +30,7 @@ impl std::fmt::Display for Peer {
 }
 
 impl Socket {
-    pub fn shutdown_write(&self) {
+    pub(crate) fn shutdown_write(&self) {
         let _ = match self {
             Socket::Tcp(s) => s.shutdown(Shutdown::Write),
             Socket::Unix(s) => s.shutdown(Shutdown::Write),
@@ -86,13 +86,13 @@ impl Source for Socket {
     }
 }
 
-pub enum Listener {
+pub(crate) enum Listener {
     Tcp(TcpListener),
     Unix(UnixListener),
 }
 
 impl Listener {
-    pub fn accept(&self) -> io::Result<(Socket, Peer)> {
+    pub(crate) fn accept(&self) -> io::Result<(Socket, Peer)> {
         match self {
             Listener::Tcp(l) => {
                 let (s, a) = l.accept()?;

@@ -10,22 +10,22 @@ use std::time::Instant;
 use crate::hub::subscriptions::ConnRef;
 
 #[derive(Debug, Default)]
-pub struct Timers {
+pub(crate) struct Timers {
     heap: BinaryHeap<Reverse<(Instant, u32, u32)>>,
 }
 
 impl Timers {
-    pub fn push(&mut self, at: Instant, conn: ConnRef) {
+    pub(crate) fn push(&mut self, at: Instant, conn: ConnRef) {
         self.heap.push(Reverse((at, conn.key, conn.gen)));
     }
 
-    pub fn next(&self) -> Option<Instant> {
+    pub(crate) fn next(&self) -> Option<Instant> {
         self.heap.peek().map(|Reverse((at, _, _))| *at)
     }
 
     /// The next entry due at `now`; the caller checks it against the
     /// connection's current deadline and generation.
-    pub fn pop_due(&mut self, now: Instant) -> Option<(Instant, ConnRef)> {
+    pub(crate) fn pop_due(&mut self, now: Instant) -> Option<(Instant, ConnRef)> {
         match self.heap.peek() {
             Some(Reverse((at, _, _))) if *at <= now => {
                 let Reverse((at, key, gen)) = self.heap.pop()?;
@@ -35,12 +35,9 @@ impl Timers {
         }
     }
 
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.heap.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.heap.is_empty()
     }
 }
 

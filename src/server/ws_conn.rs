@@ -76,7 +76,7 @@ fn reply(conn: &mut Connection, key: usize, cx: &mut Ctx, bytes: Vec<u8>) -> boo
 
 /// The HTTP phase accepted an upgrade: open an echo connection at once, or ask
 /// the publisher to register the stream subscription.
-pub fn start(conn: &mut Connection, key: usize, cx: &mut Ctx, up: Box<Upgrade>) -> Step {
+pub(crate) fn start(conn: &mut Connection, key: usize, cx: &mut Ctx, up: Box<Upgrade>) -> Step {
     let (channel, location) = match &up.target {
         Target::Echo => return open_echo(conn, key, cx, &up),
         Target::Stream { channel, location } => (*channel, location.clone()),
@@ -123,7 +123,12 @@ fn open_echo(conn: &mut Connection, key: usize, cx: &mut Ctx, up: &Upgrade) -> S
 /// The publisher registered the subscription: everything the client gets
 /// before live events goes into the queue in order; the replay is fed to the
 /// socket as the client reads it.
-pub fn on_subscribed(conn: &mut Connection, key: usize, cx: &mut Ctx, ack: SubscribeAck) -> Step {
+pub(crate) fn on_subscribed(
+    conn: &mut Connection,
+    key: usize,
+    cx: &mut Ctx,
+    ack: SubscribeAck,
+) -> Step {
     let placeholder = State::Closing(Closing {
         until: cx.now,
         fin_sent: false,
@@ -188,7 +193,7 @@ pub fn on_subscribed(conn: &mut Connection, key: usize, cx: &mut Ctx, ack: Subsc
 }
 
 /// Works through the client's buffered frames, within this wake-up's budget.
-pub fn on_input(conn: &mut Connection, key: usize, cx: &mut Ctx) -> Step {
+pub(crate) fn on_input(conn: &mut Connection, key: usize, cx: &mut Ctx) -> Step {
     match &conn.state {
         State::Subscribing(_) => {
             // Frames sent before the 101 are kept for when the stream opens,
@@ -307,7 +312,7 @@ fn bad(conn: &mut Connection, key: usize, cx: &mut Ctx, why: &str) {
 /// The connection's deadline passed: the publisher never answered (503), the
 /// token expired (1008), or a heartbeat is due (ping, or 1008 after two
 /// silent intervals).
-pub fn on_timer(conn: &mut Connection, key: usize, cx: &mut Ctx) -> Step {
+pub(crate) fn on_timer(conn: &mut Connection, key: usize, cx: &mut Ctx) -> Step {
     let now = cx.now;
     if now < conn.deadline() {
         return Step::Wait;
@@ -337,7 +342,7 @@ pub fn on_timer(conn: &mut Connection, key: usize, cx: &mut Ctx) -> Step {
 
 /// The server is draining: every client is flushed and closed with 1001; one
 /// still subscribing gets the same 503 `draining` as a new upgrade.
-pub fn on_drain(conn: &mut Connection, key: usize, cx: &mut Ctx, deadline: Instant) -> Step {
+pub(crate) fn on_drain(conn: &mut Connection, key: usize, cx: &mut Ctx, deadline: Instant) -> Step {
     match &conn.state {
         State::Open(_) => {
             close_ws_until(conn, key, cx, CloseCode::GoingAway, "going away", deadline)
@@ -349,12 +354,12 @@ pub fn on_drain(conn: &mut Connection, key: usize, cx: &mut Ctx, deadline: Insta
 }
 
 /// The transport ended without a close handshake.
-pub fn on_eof() -> Step {
+pub(crate) fn on_eof() -> Step {
     Step::Remove
 }
 
 /// Any bytes from the client count as a sign of life for the heartbeat.
-pub fn saw_input(conn: &mut Connection, now: Instant) {
+pub(crate) fn saw_input(conn: &mut Connection, now: Instant) {
     if let State::Open(ws) = &mut conn.state {
         ws.last_seen = now;
     }
