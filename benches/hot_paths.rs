@@ -12,7 +12,7 @@ use serde_json::value::RawValue;
 
 use bistream::channel::Channel;
 use bistream::http::head::{parse_head, HeadStatus};
-use bistream::hub::event::{encode_event, Delivery};
+use bistream::hub::event::{encode_event, Delivery, EventParts};
 use bistream::hub::subscriptions::{ConnRef, Subscriptions};
 use bistream::ws::outbound::Outbound;
 
@@ -49,14 +49,15 @@ fn event_encoding(c: &mut Criterion) {
     g.throughput(Throughput::Elements(1));
     g.bench_function("encode_json_and_frame", |b| {
         b.iter(|| {
-            encode_event(
-                Channel::RevenueIntelligence,
-                black_box("loc-1"),
-                "REVENUE_UPDATE",
-                black_box(42),
-                1_764_190_000_456,
-                &d,
-            )
+            encode_event(&EventParts {
+                channel: Channel::RevenueIntelligence,
+                location: black_box("loc-1"),
+                event_type: "REVENUE_UPDATE",
+                key: None,
+                seq: black_box(42),
+                published_at_ms: 1_764_190_000_456,
+                data: &d,
+            })
         })
     });
     g.finish();
@@ -79,13 +80,45 @@ fn delivery(stream: u64, frame: &Bytes) -> Delivery {
         stream,
         seq: 1,
         event_type: Arc::from("REVENUE_UPDATE"),
+        key: Arc::from("REVENUE_UPDATE"),
         frame: frame.clone(),
         stamp: 1,
     }
 }
 
+fn sample_frame() -> Bytes {
+    encode_event(&EventParts {
+        channel: Channel::Dashboard,
+        location: "loc-1",
+        event_type: "REVENUE_UPDATE",
+        key: None,
+        seq: 1,
+        published_at_ms: 1,
+        data: &data(),
+    })
+}
+
+/// A conflating connection's push: 100 keys, the older unwritten event of the
+/// same key dropped each time (the queue never grows past the keys).
+fn conflation(c: &mut Criterion) {
+    let frame = sample_frame();
+    let keys: Vec<Arc<str>> = (0..100).map(|i| Arc::from(format!("kpi-{i}"))).collect();
+    let mut q = Outbound::default();
+    q.conflate();
+    let mut g = c.benchmark_group("conflation");
+    g.throughput(Throughput::Elements(1));
+    let mut i = 0;
+    g.bench_function("push_conflated_100_keys", |b| {
+        b.iter(|| {
+            i = (i + 1) % keys.len();
+            q.push_conflated(frame.clone(), 1, &keys[i], 1 << 20)
+        })
+    });
+    g.finish();
+}
+
 fn fanout(c: &mut Criterion) {
-    let frame = encode_event(Channel::Dashboard, "loc-1", "REVENUE_UPDATE", 1, 1, &data());
+    let frame = sample_frame();
     let mut g = c.benchmark_group("fanout");
     for n in [1_000usize, 10_000] {
         let mut subs = Subscriptions::default();
@@ -114,7 +147,7 @@ fn fanout(c: &mut Criterion) {
 
 fn inbox(c: &mut Criterion) {
     // 64 batches of 16 deliveries across 8 streams of 100 subscribers each.
-    let frame = encode_event(Channel::Dashboard, "loc-1", "REVENUE_UPDATE", 1, 1, &data());
+    let frame = sample_frame();
     let mut subs = Subscriptions::default();
     for key in 0..800u32 {
         subs.add(u64::from(key / 100), ConnRef { key, gen: 1 });
@@ -147,6 +180,6 @@ fn inbox(c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = Criterion::default().measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
-    targets = head_parsing, event_encoding, fanout, inbox
+    targets = head_parsing, event_encoding, fanout, inbox, conflation
 }
 criterion_main!(benches);

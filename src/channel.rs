@@ -65,6 +65,7 @@ impl fmt::Display for Channel {
 
 pub const MAX_LOCATION_ID_LEN: usize = 128;
 pub const MAX_EVENT_TYPE_LEN: usize = 64;
+pub const MAX_KEY_LEN: usize = 128;
 
 fn id_char(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-')
@@ -83,6 +84,11 @@ pub fn valid_location_id(s: &str) -> bool {
 /// `[A-Za-z0-9_.:-]{1,64}`.
 pub fn valid_event_type(s: &str) -> bool {
     !s.is_empty() && s.len() <= MAX_EVENT_TYPE_LEN && s.bytes().all(id_char)
+}
+
+/// A last-value key (`docs/protocol.md` §9): `[A-Za-z0-9_.:-]{1,128}`.
+pub fn valid_key(s: &str) -> bool {
+    !s.is_empty() && s.len() <= MAX_KEY_LEN && s.bytes().all(id_char)
 }
 
 #[cfg(test)]

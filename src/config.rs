@@ -23,6 +23,8 @@ pub const DEFAULT_HISTORY_SIZE: usize = 1000;
 pub const DEFAULT_HISTORY_MAX_BYTES: usize = 256 << 20;
 pub const DEFAULT_HISTORY_TTL: Duration = Duration::from_secs(600);
 pub const DEFAULT_JWT_LEEWAY: Duration = Duration::from_secs(5);
+pub const DEFAULT_LAST_VALUES: usize = 256;
+pub const DEFAULT_LAST_VALUES_MAX_BYTES: usize = 64 << 20;
 /// The publish API's limits are part of the contract (§5), so they are not flags.
 pub const MAX_PUBLISH_BODY: usize = 1 << 20;
 pub const MAX_PUBLISH_EVENTS: usize = 1000;
@@ -214,6 +216,14 @@ pub struct ServerArgs {
     #[arg(global = true, long, env = "BISTREAM_HISTORY_TTL", default_value = "10m", value_parser = parse_duration)]
     pub history_ttl: Duration,
 
+    /// Last values (newest event per key) kept per stream for `snapshot=1`; 0 turns them off.
+    #[arg(global = true, long, env = "BISTREAM_LAST_VALUES", default_value_t = DEFAULT_LAST_VALUES)]
+    pub last_values: usize,
+
+    /// Process-wide cap on last-value bytes; the oldest last values are forgotten first.
+    #[arg(global = true, long, env = "BISTREAM_LAST_VALUES_MAX_BYTES", default_value = "64MiB", value_parser = parse_size)]
+    pub last_values_max_bytes: usize,
+
     /// HS256 secret (at least 32 bytes). Without one the server runs open, on loopback only.
     #[arg(global = true, long, env = "JWT_SECRET_KEY", hide_env_values = true)]
     pub jwt_secret: Option<String>,
@@ -338,6 +348,8 @@ pub struct Config {
     pub history_size: usize,
     pub history_max_bytes: usize,
     pub history_ttl: Duration,
+    pub last_values: usize,
+    pub last_values_max_bytes: usize,
     /// `None`: the server runs open (no tokens checked).
     pub auth: Option<AuthConfig>,
     pub allowed_origins: Vec<String>,
@@ -444,6 +456,11 @@ impl Config {
             ("history-size", self.history_size.to_string()),
             ("history-max-bytes", self.history_max_bytes.to_string()),
             ("history-ttl", d(self.history_ttl)),
+            ("last-values", self.last_values.to_string()),
+            (
+                "last-values-max-bytes",
+                self.last_values_max_bytes.to_string(),
+            ),
             ("auth", auth),
             ("allowed-origins", list(&self.allowed_origins)),
             (
@@ -576,6 +593,8 @@ impl Config {
             history_size: a.history_size,
             history_max_bytes: a.history_max_bytes,
             history_ttl: a.history_ttl,
+            last_values: a.last_values,
+            last_values_max_bytes: a.last_values_max_bytes,
             auth,
             allowed_origins: a.allowed_origins.clone(),
             enable_echo: a.enable_echo,
@@ -658,6 +677,8 @@ mod tests {
         assert_eq!(c.history_size, DEFAULT_HISTORY_SIZE);
         assert_eq!(c.history_max_bytes, DEFAULT_HISTORY_MAX_BYTES);
         assert_eq!(c.history_ttl, DEFAULT_HISTORY_TTL);
+        assert_eq!(c.last_values, DEFAULT_LAST_VALUES);
+        assert_eq!(c.last_values_max_bytes, DEFAULT_LAST_VALUES_MAX_BYTES);
     }
 
     #[test]

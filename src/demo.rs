@@ -38,6 +38,7 @@ fn event(
         channels: ChannelSel::List(vec![channel]),
         location: LocationSel::One(location.into()),
         event_type: event_type.into(),
+        key: None,
         data: RawValue::from_string(data.to_string()).ok()?,
     })
 }

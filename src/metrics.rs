@@ -24,6 +24,9 @@ pub const HISTORY_BYTES: &str = "bistream_history_bytes";
 pub const HISTORY_STREAMS: &str = "bistream_history_streams";
 pub const DISCONNECTS_TOTAL: &str = "bistream_disconnects_total";
 pub const PUBLISH_REQUESTS_TOTAL: &str = "bistream_publish_requests_total";
+pub const EVENTS_CONFLATED_TOTAL: &str = "bistream_events_conflated_total";
+pub const LAST_VALUES: &str = "bistream_last_values";
+pub const LAST_VALUES_BYTES: &str = "bistream_last_values_bytes";
 
 /// 100 µs to 10 s, as the contract asks.
 pub const LATENCY_BUCKETS: [f64; 16] = [
@@ -48,6 +51,9 @@ pub struct Metrics {
     pub history_streams: IntGauge,
     pub disconnects: IntCounterVec,
     pub publish_requests: IntCounterVec,
+    pub events_conflated: IntCounter,
+    pub last_values: IntGauge,
+    pub last_values_bytes: IntGauge,
 }
 
 fn must<T>(r: prometheus::Result<T>) -> T {
@@ -118,6 +124,18 @@ impl Metrics {
             ),
             &["status"],
         ));
+        let events_conflated = must(IntCounter::new(
+            EVENTS_CONFLATED_TOTAL,
+            "Live events dropped from a conflate=1 connection's queue for a newer one of the same key",
+        ));
+        let last_values = must(IntGauge::new(
+            LAST_VALUES,
+            "Last values (newest event per key and stream) held for snapshots",
+        ));
+        let last_values_bytes = must(IntGauge::new(
+            LAST_VALUES_BYTES,
+            "Bytes of last values held (frames and bookkeeping)",
+        ));
         for c in [
             Box::new(connections.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(connections_total.clone()),
@@ -131,6 +149,9 @@ impl Metrics {
             Box::new(history_streams.clone()),
             Box::new(disconnects.clone()),
             Box::new(publish_requests.clone()),
+            Box::new(events_conflated.clone()),
+            Box::new(last_values.clone()),
+            Box::new(last_values_bytes.clone()),
         ] {
             must(registry.register(c));
         }
@@ -155,6 +176,9 @@ impl Metrics {
             history_streams,
             disconnects,
             publish_requests,
+            events_conflated,
+            last_values,
+            last_values_bytes,
         }
     }
 
@@ -186,6 +210,7 @@ impl Default for Metrics {
 /// Per-loop accumulators for the hot path.
 pub struct LoopMetrics {
     pub delivered: u64,
+    pub conflated: u64,
     pub latency: LocalHistogram,
 }
 
@@ -193,11 +218,16 @@ impl LoopMetrics {
     pub fn new(m: &Metrics) -> LoopMetrics {
         LoopMetrics {
             delivered: 0,
+            conflated: 0,
             latency: m.delivery_latency.local(),
         }
     }
 
     pub fn flush(&mut self, m: &Metrics) {
+        if self.conflated > 0 {
+            m.events_conflated.inc_by(self.conflated);
+            self.conflated = 0;
+        }
         if self.delivered > 0 {
             m.messages_delivered.inc_by(self.delivered);
             self.delivered = 0;

@@ -246,7 +246,9 @@ fn the_events_filter_applies_to_the_replay() {
 
 #[test]
 fn history_size_zero_disables_recovery() {
-    let s = Server::start(&["--history-size", "0"]);
+    // Last values off too: they would keep the unwatched stream (and its
+    // numbering) alive for snapshots (docs/protocol.md §9).
+    let s = Server::start(&["--history-size", "0", "--last-values", "0"]);
     // A client that stays, so that the stream is remembered (seq keeps counting).
     let (mut stay, hello) = s.subscribe("/ws/dashboard/loc-1");
     let epoch = hello["epoch"].as_str().unwrap().to_string();
@@ -577,7 +579,13 @@ fn publish_spread(s: &Server, n_posts: usize, loc: impl Fn(usize, usize) -> usiz
 #[test]
 fn history_memory_is_bounded_under_ten_thousand_streams() {
     const CAP: f64 = 1024.0 * 1024.0;
-    let s = Server::start(&["--history-max-bytes", "1MiB"]);
+    // Last values get a cap of the same size: they too keep streams alive.
+    let s = Server::start(&[
+        "--history-max-bytes",
+        "1MiB",
+        "--last-values-max-bytes",
+        "1MiB",
+    ]);
     let rss_start = s.rss_kib();
     // One of the streams has a subscriber all along.
     let (mut watch, hello) = s.subscribe("/ws/dashboard/loc-0");
@@ -630,7 +638,12 @@ fn history_memory_is_bounded_under_ten_thousand_streams() {
 /// server: the streams themselves (not only their frames) stay bounded.
 #[test]
 fn invented_locations_do_not_grow_memory() {
-    let s = Server::start(&["--history-max-bytes", "1MiB"]);
+    let s = Server::start(&[
+        "--history-max-bytes",
+        "1MiB",
+        "--last-values-max-bytes",
+        "1MiB",
+    ]);
     let rss_start = s.rss_kib();
     publish_spread(&s, 200, |r, j| r * 1000 + j);
     let m = s.metrics();

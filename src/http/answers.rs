@@ -91,6 +91,14 @@ impl Refusal {
         )
     }
 
+    pub fn invalid_snapshot() -> Refusal {
+        Refusal::new(400, "invalid_snapshot", "`snapshot` must be 0 or 1")
+    }
+
+    pub fn invalid_conflate() -> Refusal {
+        Refusal::new(400, "invalid_conflate", "`conflate` must be 0 or 1")
+    }
+
     pub fn unsupported_version() -> Refusal {
         Refusal::new(
             426,

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
 
-use crate::channel::{valid_event_type, valid_location_id, Channel};
+use crate::channel::{valid_event_type, valid_key, valid_location_id, Channel};
 use crate::config::MAX_PUBLISH_EVENTS;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,6 +29,9 @@ pub struct PublishEvent {
     pub channels: ChannelSel,
     pub location: LocationSel,
     pub event_type: Box<str>,
+    /// The last-value key (§9); `None`: the event type is the key, and the
+    /// event message carries no `key` field.
+    pub key: Option<Box<str>>,
     /// Raw JSON text; `null` when absent.
     pub data: Box<RawValue>,
 }
@@ -71,6 +74,8 @@ struct Wire<'a> {
     location_id: Option<&'a RawValue>,
     #[serde(borrow)]
     event_type: Option<&'a RawValue>,
+    #[serde(borrow)]
+    key: Option<&'a RawValue>,
     data: Option<Box<RawValue>>,
 }
 
@@ -138,6 +143,18 @@ fn parse_event_type(raw: Option<&RawValue>, at: &str) -> Result<Box<str>, Publis
     }
 }
 
+/// `key` is optional; when sent it must be a valid key (`null` counts as absent).
+fn parse_key(raw: Option<&RawValue>, at: &str) -> Result<Option<Box<str>>, PublishError> {
+    let Some(raw) = raw else {
+        return Ok(None);
+    };
+    match serde_json::from_str::<Value>(raw.get()) {
+        Ok(Value::Null) => Ok(None),
+        Ok(Value::String(s)) if valid_key(&s) => Ok(Some(s.into_boxed_str())),
+        _ => Err(field(at, "key", "must match [A-Za-z0-9_.:-]{1,128}")),
+    }
+}
+
 fn null() -> Box<RawValue> {
     RawValue::from_string("null".to_string()).unwrap_or_else(|_| unreachable!("null is JSON"))
 }
@@ -155,6 +172,7 @@ fn parse_one(raw: &RawValue, at: &str) -> Result<PublishEvent, PublishError> {
         channels: parse_channel(w.channel, at)?,
         location: parse_location(w.location_id, at)?,
         event_type: parse_event_type(w.event_type, at)?,
+        key: parse_key(w.key, at)?,
         data: w.data.unwrap_or_else(null),
     })
 }
@@ -167,8 +185,12 @@ pub fn oversized(events: &[PublishEvent], limit: usize) -> Option<PublishError> 
             LocationSel::One(l) => l.len(),
             LocationSel::All => crate::channel::MAX_LOCATION_ID_LEN,
         };
-        let frame =
-            crate::hub::event::frame_len_bound(location, e.event_type.len(), e.data.get().len());
+        let frame = crate::hub::event::frame_len_bound(
+            location,
+            e.event_type.len(),
+            e.key.as_deref().map_or(0, str::len),
+            e.data.get().len(),
+        );
         (frame > limit).then(|| PublishError::EventTooLarge {
             at: if events.len() > 1 {
                 format!("events[{i}]: ")
@@ -277,6 +299,31 @@ mod tests {
         assert!(err("{").contains("JSON"));
         assert!(err("\"x\"").contains("object"));
         assert!(err("").contains("object"));
+    }
+
+    #[test]
+    fn keys() {
+        let v = parse_body(
+            br#"[{"channel":"dashboard","location_id":"l","event_type":"A","key":"revenue:today"},
+                {"channel":"dashboard","location_id":"l","event_type":"A","key":null},
+                {"channel":"dashboard","location_id":"l","event_type":"A"}]"#,
+        )
+        .unwrap();
+        assert_eq!(v[0].key.as_deref(), Some("revenue:today"));
+        assert_eq!(v[1].key, None);
+        assert_eq!(v[2].key, None);
+        for bad in [
+            r#""""#,
+            r#""a b""#,
+            "7",
+            r#"["a"]"#,
+            &format!("{:?}", "k".repeat(129)),
+        ] {
+            let body = format!(
+                r#"{{"channel":"dashboard","location_id":"l","event_type":"A","key":{bad}}}"#
+            );
+            assert!(err(&body).contains("`key`"), "{bad}");
+        }
     }
 
     #[test]

@@ -29,6 +29,10 @@ pub struct Upgrade {
     pub filter: Option<Vec<Box<str>>>,
     pub since: Option<u64>,
     pub epoch: Option<String>,
+    /// `snapshot=1`: the stream's last values after the hello (§9).
+    pub snapshot: bool,
+    /// `conflate=1`: at most one unwritten live event per key (§9).
+    pub conflate: bool,
     /// Unix seconds at which the token stops being valid (`exp`), when auth is on.
     pub token_exp: Option<u64>,
 }
@@ -53,6 +57,8 @@ pub struct Query {
     pub events: Option<String>,
     pub since: Option<String>,
     pub epoch: Option<String>,
+    pub snapshot: Option<String>,
+    pub conflate: Option<String>,
 }
 
 impl std::fmt::Debug for Query {
@@ -62,6 +68,8 @@ impl std::fmt::Debug for Query {
             .field("events", &self.events)
             .field("since", &self.since)
             .field("epoch", &self.epoch)
+            .field("snapshot", &self.snapshot)
+            .field("conflate", &self.conflate)
             .finish()
     }
 }
@@ -75,6 +83,8 @@ pub fn parse_query(q: Option<&str>) -> Query {
             "events" => &mut out.events,
             "since" => &mut out.since,
             "epoch" => &mut out.epoch,
+            "snapshot" => &mut out.snapshot,
+            "conflate" => &mut out.conflate,
             _ => continue,
         };
         if slot.is_none() {
@@ -94,6 +104,15 @@ pub fn request_token(head: &RequestHead, query_token: Option<&str>) -> Option<St
     }
     .filter(|t| !t.is_empty())
     .map(str::to_string)
+}
+
+/// `0`, `1` or absent (§9); anything else is `None`.
+fn flag(v: Option<&str>) -> Option<bool> {
+    match v {
+        None | Some("0") => Some(false),
+        Some("1") => Some(true),
+        Some(_) => None,
+    }
 }
 
 /// Checks everything that is not the transport: the result is the upgrade or the refusal.
@@ -170,6 +189,8 @@ pub fn check_upgrade(
             }
         }
     };
+    let snapshot = flag(query.snapshot.as_deref()).ok_or_else(Refusal::invalid_snapshot)?;
+    let conflate = flag(query.conflate.as_deref()).ok_or_else(Refusal::invalid_conflate)?;
     // 426
     if version != "13" {
         return Err(Refusal::unsupported_version());
@@ -205,6 +226,8 @@ pub fn check_upgrade(
         filter,
         since,
         epoch: query.epoch.filter(|e| !e.is_empty()),
+        snapshot,
+        conflate,
         token_exp,
     })
 }
@@ -259,6 +282,32 @@ mod tests {
         assert_eq!(u.filter, Some(vec!["A".into(), "B".into()]));
         assert_eq!(u.since, Some(41));
         assert_eq!(u.epoch.as_deref(), Some("e1"));
+        assert!(!u.snapshot && !u.conflate);
+        let u = check_upgrade(
+            &head(&upgrade_req(
+                "/ws/dashboard/loc-1?snapshot=1&conflate=1",
+                "",
+            )),
+            stream(),
+            &open_ctx(),
+        )
+        .unwrap();
+        assert!(u.snapshot && u.conflate);
+        for (q, code) in [
+            ("snapshot=yes", "invalid_snapshot"),
+            ("snapshot=", "invalid_snapshot"),
+            ("snapshot=2", "invalid_snapshot"),
+            ("conflate=true", "invalid_conflate"),
+            ("conflate=01", "invalid_conflate"),
+        ] {
+            let r = check_upgrade(
+                &head(&upgrade_req(&format!("/ws/dashboard/loc-1?{q}"), "")),
+                stream(),
+                &open_ctx(),
+            )
+            .unwrap_err();
+            assert_eq!((r.status, r.code), (400, code), "{q}");
+        }
     }
 
     #[test]

@@ -1,7 +1,8 @@
-//! Ordering and fan-out: the publisher thread, stream state and history, the
-//! encode-once event frame, and each loop's subscription index.
+//! Ordering and fan-out: the publisher thread, stream state, history and last
+//! values, the encode-once event frame, and each loop's subscription index.
 
 pub mod event;
+pub mod last_values;
 pub mod publisher;
 pub mod streams;
 pub mod subscriptions;

@@ -20,8 +20,8 @@ use mio::Waker;
 use crate::channel::Channel;
 use crate::clock;
 use crate::http::publish::{ChannelSel, LocationSel, PublishEvent};
-use crate::hub::event::{encode_event, Delivery, StreamId};
-use crate::hub::streams::{HistEntry, Streams};
+use crate::hub::event::{encode_event, Delivery, EventParts, StreamId};
+use crate::hub::streams::{HistEntry, Limits, Streams};
 use crate::hub::subscriptions::ConnRef;
 use crate::metrics::Metrics;
 
@@ -45,6 +45,8 @@ pub struct SubscribeRequest {
     pub location: Box<str>,
     pub since: Option<u64>,
     pub epoch: Option<String>,
+    /// `snapshot=1`: send the stream's last values (§9).
+    pub snapshot: bool,
 }
 
 /// Messages to an event loop.
@@ -67,6 +69,10 @@ pub struct SubscribeAck {
     pub last_seq: u64,
     /// `Some` when the client sent `since`.
     pub recovery: Option<Recovery>,
+    /// `Some` when a snapshot is due (asked for, and no complete recovery):
+    /// the last values with seq ≤ `last_seq` that the replay does not carry,
+    /// in ascending seq, as snapshot frames. The loop applies the filter.
+    pub snapshot: Option<Vec<HistEntry>>,
 }
 
 pub struct Recovery {
@@ -130,8 +136,7 @@ impl LoopHandle {
 
 pub struct PublisherConfig {
     pub epoch: String,
-    pub history_size: usize,
-    pub history_max_bytes: usize,
+    pub limits: Limits,
     pub history_ttl: Duration,
 }
 
@@ -148,7 +153,7 @@ impl Publisher {
     pub fn new(cfg: PublisherConfig, loops: Vec<LoopHandle>, metrics: Arc<Metrics>) -> Publisher {
         let n = loops.len();
         Publisher {
-            streams: Streams::new(n, cfg.history_size, cfg.history_max_bytes),
+            streams: Streams::new(&cfg.epoch, n, &cfg.limits),
             cfg,
             loops,
             metrics,
@@ -212,6 +217,11 @@ impl Publisher {
         let mut targets: Vec<StreamId> = Vec::new();
         for ev in events {
             let event_type: Arc<str> = Arc::from(ev.event_type);
+            let key: Arc<str> = match ev.key {
+                Some(k) => Arc::from(k),
+                None => event_type.clone(),
+            };
+            let explicit_key = (!Arc::ptr_eq(&key, &event_type)).then_some(&*key);
             let channels: &[Channel] = match &ev.channels {
                 ChannelSel::All => &Channel::ALL,
                 ChannelSel::List(l) => l,
@@ -228,20 +238,22 @@ impl Publisher {
                     let Some((seq, stream)) = self.streams.next_seq(id, now) else {
                         continue;
                     };
-                    let frame = encode_event(
+                    let frame = encode_event(&EventParts {
                         channel,
-                        &stream.location,
-                        &event_type,
+                        location: &stream.location,
+                        event_type: &event_type,
+                        key: explicit_key,
                         seq,
-                        published_at,
-                        &ev.data,
-                    );
+                        published_at_ms: published_at,
+                        data: &ev.data,
+                    });
                     for (loop_id, refs) in stream.loop_refs.iter().enumerate() {
                         if *refs > 0 {
                             self.pending[loop_id].push(Delivery {
                                 stream: id,
                                 seq,
                                 event_type: event_type.clone(),
+                                key: key.clone(),
                                 frame: frame.clone(),
                                 stamp,
                             });
@@ -249,6 +261,7 @@ impl Publisher {
                     }
                     self.streams.record(
                         id,
+                        key.clone(),
                         HistEntry {
                             seq,
                             event_type: event_type.clone(),
@@ -270,8 +283,10 @@ impl Publisher {
         let now = Instant::now();
         let id = self.streams.get_or_create(req.channel, &req.location, now);
         self.streams.subscribe(id, req.loop_id);
-        let last_seq = self.streams.get(id).map_or(0, |s| s.seq);
-        let epoch = stream_epoch(&self.cfg.epoch, id);
+        let (last_seq, epoch) = self
+            .streams
+            .get(id)
+            .map_or((0, String::new()), |s| (s.seq, s.epoch.to_string()));
         let recovery = req.since.map(|since| {
             let epoch_matches = req.epoch.as_deref().is_none_or(|e| e == epoch);
             let r = self.streams.replay(id, since, epoch_matches);
@@ -284,6 +299,17 @@ impl Publisher {
                 complete: r.complete,
             }
         });
+        // §9: a complete recovery already carries every change; otherwise the
+        // last values the replay does not reach, up to `last_seq`.
+        let snapshot = match &recovery {
+            _ if !req.snapshot => None,
+            Some(r) if r.complete => None,
+            Some(r) => {
+                let below = r.entries.first().map_or(last_seq + 1, |e| e.seq);
+                Some(self.streams.snapshot(id, 0..below))
+            }
+            None => Some(self.streams.snapshot(id, 0..last_seq + 1)),
+        };
         // Live events already batched for this loop carry seq <= last_seq and
         // must reach the loop before the ack: flush them first.
         self.flush_loop(req.loop_id);
@@ -293,6 +319,7 @@ impl Publisher {
             epoch,
             last_seq,
             recovery,
+            snapshot,
         }));
         if let Some(l) = self.loops.get(req.loop_id) {
             l.send(ack);
@@ -314,19 +341,13 @@ impl Publisher {
     }
 
     fn update_gauges(&self) {
-        self.metrics
-            .history_bytes
-            .set(self.streams.history_bytes() as i64);
-        self.metrics.history_streams.set(self.streams.len() as i64);
+        let m = &self.metrics;
+        m.history_bytes.set(self.streams.history_bytes() as i64);
+        m.history_streams.set(self.streams.len() as i64);
+        m.last_values.set(self.streams.last_values.count() as i64);
+        m.last_values_bytes
+            .set(self.streams.last_values.bytes() as i64);
     }
-}
-
-/// The epoch a stream's clients are told: the process epoch and the stream's
-/// id. Ids are never reused, so a forgotten stream (TTL, or no subscribers and
-/// no history left) comes back with a new epoch, and a client's old `since`
-/// cannot be mistaken for a seq of the new numbering (which starts again at 1).
-pub fn stream_epoch(process_epoch: &str, id: StreamId) -> String {
-    format!("{process_epoch}-{id:x}")
 }
 
 /// A random epoch per process start: 12 base-36 characters from the OS-seeded

@@ -3,7 +3,9 @@
 //!
 //! Memory is bounded three ways: `history_size` frames per stream, a
 //! process-wide `history_max_bytes` (oldest first, across streams), and a TTL
-//! after which a stream with no subscribers and no events is forgotten.
+//! after which a stream with no subscribers and no events is forgotten. Last
+//! values (§9) have bounds of their own (`hub::last_values`) and live as long
+//! as their stream.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -13,6 +15,7 @@ use bytes::Bytes;
 
 use crate::channel::Channel;
 use crate::hub::event::StreamId;
+use crate::hub::last_values::{LastValue, LastValues};
 
 #[derive(Debug, Clone)]
 pub struct HistEntry {
@@ -26,6 +29,9 @@ pub struct Stream {
     pub id: StreamId,
     pub channel: Channel,
     pub location: Arc<str>,
+    /// What clients are told in `BI_CONNECTION_ESTABLISHED`: it names this
+    /// numbering of the stream, and changes whenever the numbering restarts.
+    pub epoch: Arc<str>,
     /// The last seq assigned; 0 before the first event.
     pub seq: u64,
     ring: VecDeque<HistEntry>,
@@ -51,6 +57,8 @@ impl PartialEq for HistEntry {
 }
 
 pub struct Streams {
+    /// The prefix of new streams' epochs (the process epoch).
+    epoch_prefix: Arc<str>,
     by_id: HashMap<StreamId, Stream>,
     /// Per channel, location → stream.
     by_key: [HashMap<Arc<str>, StreamId>; 6],
@@ -65,21 +73,34 @@ pub struct Streams {
     /// Entries already evicted by the per-stream cap linger until compaction.
     fifo: VecDeque<(StreamId, u64, usize)>,
     entries: usize,
+    /// The newest event of each key of each stream.
+    pub last_values: LastValues,
+}
+
+/// The bounds of [`Streams`], from the configuration.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub history_size: usize,
+    pub history_max_bytes: usize,
+    pub last_values: usize,
+    pub last_values_max_bytes: usize,
 }
 
 impl Streams {
-    pub fn new(loops: usize, history_size: usize, max_bytes: usize) -> Streams {
+    pub fn new(epoch_prefix: &str, loops: usize, limits: &Limits) -> Streams {
         Streams {
+            epoch_prefix: Arc::from(epoch_prefix),
             by_id: HashMap::new(),
             by_key: Default::default(),
             live: Default::default(),
             next_id: 1,
             loops,
-            history_size,
-            max_bytes,
+            history_size: limits.history_size,
+            max_bytes: limits.history_max_bytes,
             bytes: 0,
             fifo: VecDeque::new(),
             entries: 0,
+            last_values: LastValues::new(limits.last_values, limits.last_values_max_bytes),
         }
     }
 
@@ -107,12 +128,17 @@ impl Streams {
         self.next_id += 1;
         let location: Arc<str> = Arc::from(location);
         self.by_key[channel.index()].insert(location.clone(), id);
+        // Ids are never reused, so a forgotten stream (TTL, or nothing left)
+        // comes back with a new epoch, and a client's old `since` cannot be
+        // mistaken for a seq of the new numbering (which starts again at 1).
+        let epoch: Arc<str> = Arc::from(format!("{}-{id:x}", self.epoch_prefix));
         self.by_id.insert(
             id,
             Stream {
                 id,
                 channel,
                 location,
+                epoch,
                 seq: 0,
                 ring: VecDeque::new(),
                 loop_refs: vec![0; self.loops],
@@ -137,12 +163,20 @@ impl Streams {
         Some((s.seq, s))
     }
 
-    /// Keeps the frame of the event just numbered in the stream's history.
-    pub fn record(&mut self, id: StreamId, entry: HistEntry) {
+    /// Keeps the event just numbered: its frame in the stream's history, and
+    /// as the last value of `key`.
+    pub fn record(&mut self, id: StreamId, key: Arc<str>, entry: HistEntry) {
+        self.last_values.record(
+            id,
+            key,
+            LastValue::new(entry.seq, entry.event_type.clone(), entry.frame.clone()),
+        );
+        self.forget_emptied();
         if self.history_size == 0 {
             // No history to keep, so an unwatched stream holds nothing worth
             // its memory (see `forget`).
-            if self.by_id.get(&id).is_some_and(|s| s.subscribers == 0) {
+            if self.by_id.get(&id).is_some_and(|s| s.subscribers == 0) && !self.last_values.has(id)
+            {
                 self.forget(id);
             }
             return;
@@ -182,7 +216,7 @@ impl Streams {
                     if s.ring.len() < s.ring.capacity() / 4 {
                         s.ring.shrink_to(s.ring.len() * 2);
                     }
-                    unneeded = s.ring.is_empty() && s.subscribers == 0;
+                    unneeded = s.ring.is_empty() && s.subscribers == 0 && !self.last_values.has(id);
                 }
             }
             if unneeded {
@@ -198,6 +232,28 @@ impl Streams {
                     .and_then(|s| s.ring.front())
                     .is_some_and(|front| front.seq <= *seq)
             });
+        }
+    }
+
+    /// The last values for a snapshot (see [`LastValues::snapshot`]).
+    pub fn snapshot(&mut self, id: StreamId, range: std::ops::Range<u64>) -> Vec<HistEntry> {
+        let out = self.last_values.snapshot(id, range);
+        self.forget_emptied();
+        out
+    }
+
+    /// Streams whose last values the byte cap took: forgotten when nothing
+    /// else (history, subscribers) keeps them, so the number of streams stays
+    /// bounded by the two byte caps however many locations publishers invent.
+    fn forget_emptied(&mut self) {
+        for id in self.last_values.take_emptied() {
+            if self
+                .by_id
+                .get(&id)
+                .is_some_and(|s| s.subscribers == 0 && s.ring.is_empty())
+            {
+                self.forget(id);
+            }
         }
     }
 
@@ -268,6 +324,7 @@ impl Streams {
     /// recover, and the number of streams stays bounded by the byte cap however
     /// many locations publishers invent.
     fn forget(&mut self, id: StreamId) {
+        self.last_values.forget(id);
         if let Some(s) = self.by_id.remove(&id) {
             self.by_key[s.channel.index()].remove(&s.location);
             for e in &s.ring {
@@ -282,10 +339,24 @@ impl Streams {
 mod tests {
     use super::*;
 
+    fn new(loops: usize, history_size: usize, max_bytes: usize) -> Streams {
+        Streams::new(
+            "e",
+            loops,
+            &Limits {
+                history_size,
+                history_max_bytes: max_bytes,
+                last_values: 0,
+                last_values_max_bytes: 0,
+            },
+        )
+    }
+
     fn publish(s: &mut Streams, id: StreamId, size: usize, now: Instant) -> u64 {
         let (seq, _) = s.next_seq(id, now).unwrap();
         s.record(
             id,
+            Arc::from("E"),
             HistEntry {
                 seq,
                 event_type: Arc::from("E"),
@@ -298,7 +369,7 @@ mod tests {
     #[test]
     fn seq_counts_from_one_and_replay_is_exact() {
         let now = Instant::now();
-        let mut s = Streams::new(1, 1000, 1 << 20);
+        let mut s = new(1, 1000, 1 << 20);
         let id = s.get_or_create(Channel::Dashboard, "loc-1", now);
         assert_eq!(s.get_or_create(Channel::Dashboard, "loc-1", now), id);
         for want in 1..=30 {
@@ -326,7 +397,7 @@ mod tests {
     #[test]
     fn a_short_history_replays_what_it_has_and_says_incomplete() {
         let now = Instant::now();
-        let mut s = Streams::new(1, 10, 1 << 20);
+        let mut s = new(1, 10, 1 << 20);
         let id = s.get_or_create(Channel::Dashboard, "loc-1", now);
         for _ in 0..50 {
             publish(&mut s, id, 10, now);
@@ -341,7 +412,7 @@ mod tests {
     #[test]
     fn byte_cap_evicts_oldest_across_streams() {
         let now = Instant::now();
-        let mut s = Streams::new(1, 1000, 1000);
+        let mut s = new(1, 1000, 1000);
         let a = s.get_or_create(Channel::Dashboard, "a", now);
         let b = s.get_or_create(Channel::Dashboard, "b", now);
         for _ in 0..10 {
@@ -359,7 +430,7 @@ mod tests {
     #[test]
     fn fifo_stays_bounded_under_per_stream_eviction() {
         let now = Instant::now();
-        let mut s = Streams::new(1, 3, 1 << 30);
+        let mut s = new(1, 3, 1 << 30);
         let id = s.get_or_create(Channel::Dashboard, "a", now);
         for _ in 0..100_000 {
             publish(&mut s, id, 1, now);
@@ -371,7 +442,7 @@ mod tests {
     #[test]
     fn zero_history_keeps_nothing() {
         let now = Instant::now();
-        let mut s = Streams::new(1, 0, 1 << 20);
+        let mut s = new(1, 0, 1 << 20);
         let id = s.get_or_create(Channel::Dashboard, "a", now);
         publish(&mut s, id, 10, now);
         assert_eq!(s.history_bytes(), 0);
@@ -381,7 +452,7 @@ mod tests {
     #[test]
     fn live_sets_and_ttl() {
         let t0 = Instant::now();
-        let mut s = Streams::new(2, 10, 1 << 20);
+        let mut s = new(2, 10, 1 << 20);
         let a = s.get_or_create(Channel::Dashboard, "a", t0);
         let b = s.get_or_create(Channel::Dashboard, "b", t0);
         s.subscribe(a, 1);
@@ -406,7 +477,7 @@ mod tests {
     #[test]
     fn rings_emptied_by_the_byte_cap_give_their_capacity_back() {
         let now = Instant::now();
-        let mut s = Streams::new(1, 1000, 100 * 1000);
+        let mut s = new(1, 1000, 100 * 1000);
         let a = s.get_or_create(Channel::Dashboard, "a", now);
         let b = s.get_or_create(Channel::Dashboard, "b", now);
         // Subscribed, so that emptying its history does not forget it.
@@ -427,7 +498,7 @@ mod tests {
     #[test]
     fn unwatched_streams_with_no_history_left_are_forgotten() {
         let now = Instant::now();
-        let mut s = Streams::new(1, 1000, 10 * 100);
+        let mut s = new(1, 1000, 10 * 100);
         let watched = s.get_or_create(Channel::Dashboard, "watched", now);
         s.subscribe(watched, 0);
         publish(&mut s, watched, 100, now);
@@ -448,7 +519,7 @@ mod tests {
         assert_eq!(publish(&mut s, again, 100, now), 1);
 
         // Without history an unwatched stream keeps nothing at all.
-        let mut z = Streams::new(1, 0, 1 << 20);
+        let mut z = new(1, 0, 1 << 20);
         let id = z.get_or_create(Channel::Dashboard, "a", now);
         publish(&mut z, id, 10, now);
         assert!(z.is_empty());
@@ -461,7 +532,7 @@ mod tests {
     #[test]
     fn ten_thousand_streams_stay_within_the_byte_cap() {
         let now = Instant::now();
-        let mut s = Streams::new(1, 1000, 64 * 1024);
+        let mut s = new(1, 1000, 64 * 1024);
         for i in 0..10_000 {
             let id = s.get_or_create(Channel::Dashboard, &format!("loc-{i}"), now);
             for _ in 0..5 {

@@ -115,6 +115,8 @@ pub(crate) enum WsKind {
         stream: StreamId,
         /// `None` = every event type.
         filter: Option<Vec<Box<str>>>,
+        /// `conflate=1`: one unwritten live event per key (§9).
+        conflate: bool,
     },
     Echo,
 }

@@ -30,13 +30,23 @@ pub(crate) fn deliver(
             let State::Open(ws) = &conn.state else {
                 continue;
             };
-            let WsKind::Stream { filter, .. } = &ws.kind else {
+            let WsKind::Stream {
+                filter, conflate, ..
+            } = &ws.kind
+            else {
                 continue;
             };
             if !passes(filter, &d.event_type) {
                 continue;
             }
-            if conn.out.push(d.frame.clone(), d.stamp, limit).is_err() {
+            let pushed = if *conflate {
+                conn.out
+                    .push_conflated(d.frame.clone(), d.stamp, &d.key, limit)
+                    .map(|dropped| cx.lm.conflated += dropped)
+            } else {
+                conn.out.push(d.frame.clone(), d.stamp, limit)
+            };
+            if pushed.is_err() {
                 slow.push(key);
                 continue;
             }

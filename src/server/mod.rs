@@ -126,8 +126,12 @@ pub fn start(config: Config) -> Result<Server, StartError> {
     let publisher = Publisher::new(
         PublisherConfig {
             epoch: shared.epoch.clone(),
-            history_size: shared.config.history_size,
-            history_max_bytes: shared.config.history_max_bytes,
+            limits: crate::hub::streams::Limits {
+                history_size: shared.config.history_size,
+                history_max_bytes: shared.config.history_max_bytes,
+                last_values: shared.config.last_values,
+                last_values_max_bytes: shared.config.last_values_max_bytes,
+            },
             history_ttl: shared.config.history_ttl,
         },
         handles.clone(),

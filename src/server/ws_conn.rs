@@ -91,6 +91,7 @@ pub(crate) fn start(conn: &mut Connection, key: usize, cx: &mut Ctx, up: Box<Upg
         location: location.clone(),
         since: up.since,
         epoch: up.epoch.clone(),
+        snapshot: up.snapshot,
     };
     if cx.publisher.try_send(ToPublisher::Subscribe(req)).is_err() {
         refuse(conn, key, cx, Refusal::subscribe_busy());
@@ -146,12 +147,17 @@ pub(crate) fn on_subscribed(
         },
     );
     let filter = sub.upgrade.filter.clone();
+    let conflate = sub.upgrade.conflate;
+    if conflate {
+        conn.out.conflate();
+    }
     let ws = new_ws(
         cx,
         WsKind::Stream {
             channel: sub.channel,
             stream: ack.stream,
             filter,
+            conflate,
         },
         sub.upgrade.token_exp,
     );
@@ -173,6 +179,7 @@ pub(crate) fn on_subscribed(
         last_seq: ack.last_seq,
         server_time: clock::wall_ms(),
         heartbeat_interval_ms: shared.config.heartbeat_interval.as_millis() as u64,
+        conflate,
     })));
     if !reply(conn, key, cx, head) {
         return Step::Wait;
@@ -183,6 +190,17 @@ pub(crate) fn on_subscribed(
         let (from, to) = (replay.first().map(|e| e.seq), replay.last().map(|e| e.seq));
         conn.out.push_replay(replay.into_iter().map(|e| e.frame));
         let msg = frame::text(&messages::recovered(rec.complete, from, to));
+        if !reply(conn, key, cx, msg) {
+            return Step::Wait;
+        }
+    }
+    // §9: the last values (already in seq order, each ≤ last_seq), through the
+    // same filter as everything else, then the marker.
+    if let Some(mut values) = ack.snapshot {
+        values.retain(|e| passes(&sub.upgrade.filter, &e.event_type));
+        let count = values.len();
+        conn.out.push_replay(values.into_iter().map(|e| e.frame));
+        let msg = frame::text(&messages::snapshot(count, ack.last_seq));
         if !reply(conn, key, cx, msg) {
             return Step::Wait;
         }

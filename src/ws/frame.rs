@@ -164,6 +164,28 @@ pub fn read_frame(
     )))
 }
 
+/// A server frame this module built → (opcode byte, payload). `None` when the
+/// bytes are not exactly one unmasked frame.
+pub fn split_server_frame(f: &[u8]) -> Option<(u8, &[u8])> {
+    let (&b0, rest) = f.split_first()?;
+    let (&b1, rest) = rest.split_first()?;
+    if b1 & 0x80 != 0 {
+        return None;
+    }
+    let (len, payload) = match b1 {
+        126 => {
+            let (l, p) = rest.split_at_checked(2)?;
+            (u16::from_be_bytes([l[0], l[1]]) as usize, p)
+        }
+        127 => {
+            let (l, p) = rest.split_at_checked(8)?;
+            (u64::from_be_bytes(l.try_into().ok()?) as usize, p)
+        }
+        n => (n as usize, rest),
+    };
+    (payload.len() == len).then_some((b0, payload))
+}
+
 /// Masks a payload the way a client does: for tests and the fuzz targets.
 pub fn client_frame(first_byte: u8, payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
     let mut out = vec![first_byte];

@@ -14,10 +14,12 @@ pub struct Established<'a> {
     pub last_seq: u64,
     pub server_time: u64,
     pub heartbeat_interval_ms: u64,
+    /// The connection conflates (`conflate=1`): the hello says so (§9).
+    pub conflate: bool,
 }
 
 pub fn established(e: &Established<'_>) -> Vec<u8> {
-    to_vec(&json!({
+    let mut v = json!({
         "type": "BI_CONNECTION_ESTABLISHED",
         "connection_id": e.connection_id,
         "channel": e.channel.id(),
@@ -26,7 +28,17 @@ pub fn established(e: &Established<'_>) -> Vec<u8> {
         "last_seq": e.last_seq,
         "server_time": e.server_time,
         "heartbeat_interval_ms": e.heartbeat_interval_ms,
-    }))
+    });
+    if e.conflate {
+        v["conflate"] = Value::Bool(true);
+    }
+    to_vec(&v)
+}
+
+/// The end of a snapshot (§9): how many last values it held, and the
+/// `last_seq` they reach.
+pub fn snapshot(count: usize, last_seq: u64) -> Vec<u8> {
+    to_vec(&json!({"type": "snapshot", "count": count, "last_seq": last_seq}))
 }
 
 pub fn pong(server_time: u64, id: Option<&Value>) -> Vec<u8> {
@@ -201,11 +213,15 @@ mod tests {
             last_seq: 41,
             server_time: 9,
             heartbeat_interval_ms: 25000,
+            conflate: false,
         }))
         .unwrap();
+        assert!(v.get("conflate").is_none());
         assert_eq!(v["type"], "BI_CONNECTION_ESTABLISHED");
         assert_eq!(v["channel"], "analytics-advanced");
         assert_eq!(v["last_seq"], 41);
         assert_eq!(v["heartbeat_interval_ms"], 25000);
+        let v: Value = serde_json::from_slice(&snapshot(3, 41)).unwrap();
+        assert_eq!(v, json!({"type":"snapshot","count":3,"last_seq":41}));
     }
 }

@@ -13,9 +13,16 @@
 //!   client that does not read is caught by the bound on what arrives live.
 //!
 //! Live bytes queued behind a replay wait in the backlog with it, in order.
+//!
+//! A conflating connection (`conflate=1`, §9) holds at most one unwritten
+//! live event per key: pushing a newer one turns the older one into an empty
+//! tombstone (unless its first byte already went out) and queues the newer
+//! at the tail. Keys are found by absolute queue position in O(1); tombstones
+//! are compacted away once they outnumber the chunks still waiting.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::io::{self, IoSlice, Write};
+use std::sync::Arc;
 
 use bytes::Bytes;
 
@@ -76,6 +83,21 @@ pub struct Outbound {
     /// connections never have one, and an idle connection's size counts.
     #[allow(clippy::box_collection)]
     backlog: Option<Box<VecDeque<Chunk>>>,
+    /// Per-key bookkeeping of a conflating connection; `None` for the others,
+    /// which pay nothing for the feature.
+    conflater: Option<Box<Conflater>>,
+}
+
+#[derive(Debug, Default)]
+struct Conflater {
+    /// Absolute position (chunks ever queued) of `q`'s front.
+    base: u64,
+    /// Key → absolute position of its unwritten live event.
+    by_key: HashMap<Arc<str>, u64>,
+    /// Absolute position → key, to forget a key once its event is written.
+    by_pos: HashMap<u64, Arc<str>>,
+    /// Empty chunks left by dropped events, still in the queues.
+    tombstones: usize,
 }
 
 impl Outbound {
@@ -86,6 +108,105 @@ impl Outbound {
 
     pub fn is_empty(&self) -> bool {
         self.q.is_empty() && self.backlog.is_none()
+    }
+
+    /// Makes this a conflating queue (`conflate=1`).
+    pub fn conflate(&mut self) {
+        self.conflater.get_or_insert_with(Default::default);
+    }
+
+    fn backlog_len(&self) -> usize {
+        self.backlog.as_ref().map_or(0, |b| b.len())
+    }
+
+    /// The chunk at absolute position `pos`, if it is still queued.
+    fn chunk_at(&mut self, base: u64, pos: u64) -> Option<&mut Chunk> {
+        let i = usize::try_from(pos.checked_sub(base)?).ok()?;
+        if i < self.q.len() {
+            return self.q.get_mut(i);
+        }
+        self.backlog.as_mut()?.get_mut(i - self.q.len())
+    }
+
+    /// Queues a live event of `key` on a conflating connection: an older
+    /// unwritten event of the same key is dropped first, then the bound is
+    /// checked on what remains. Returns how many events were dropped (0 or 1).
+    pub fn push_conflated(
+        &mut self,
+        bytes: Bytes,
+        stamp: u64,
+        key: &Arc<str>,
+        limit: usize,
+    ) -> Result<u64, Overflow> {
+        let Some(mut c) = self.conflater.take() else {
+            return self.push(bytes, stamp, limit).map(|()| 0);
+        };
+        let mut dropped = 0;
+        if let Some(&pos) = c.by_key.get(key) {
+            // A frame whose first byte went out is never cut.
+            let torn = pos == c.base && self.offset > 0;
+            if !torn {
+                if let Some(old) = self.chunk_at(c.base, pos) {
+                    let len = old.bytes.len();
+                    old.bytes = Bytes::new();
+                    old.stamp = 0;
+                    self.live -= len;
+                    if pos - c.base < self.q.len() as u64 {
+                        self.in_q -= len;
+                    }
+                    c.tombstones += 1;
+                    dropped = 1;
+                }
+            }
+            c.by_key.remove(key);
+            c.by_pos.remove(&pos);
+        }
+        let result = if self.live + bytes.len() > limit {
+            Err(Overflow)
+        } else {
+            let pos = c.base + (self.q.len() + self.backlog_len()) as u64;
+            self.push_unbounded(bytes, stamp);
+            c.by_key.insert(key.clone(), pos);
+            c.by_pos.insert(pos, key.clone());
+            Ok(dropped)
+        };
+        if c.tombstones > 64 && c.tombstones > c.by_pos.len() {
+            self.compact(&mut c);
+        }
+        self.conflater = Some(c);
+        result
+    }
+
+    /// Removes tombstones and renumbers what is left.
+    fn compact(&mut self, c: &mut Conflater) {
+        let mut keys: Vec<Option<Arc<str>>> = Vec::new();
+        let mut renumber = |chunks: &mut VecDeque<Chunk>, start: u64, keep_front: bool| {
+            let old: Vec<Chunk> = chunks.drain(..).collect();
+            for (i, chunk) in old.into_iter().enumerate() {
+                let front = keep_front && i == 0;
+                if chunk.bytes.is_empty() && !front {
+                    continue;
+                }
+                keys.push(c.by_pos.remove(&(start + i as u64)));
+                chunks.push_back(chunk);
+            }
+        };
+        let base = c.base;
+        let q_len = self.q.len() as u64;
+        renumber(&mut self.q, base, self.offset > 0);
+        if let Some(b) = &mut self.backlog {
+            renumber(b, base + q_len, false);
+        }
+        c.by_pos.clear();
+        c.by_key.clear();
+        for (i, k) in keys.into_iter().enumerate() {
+            if let Some(k) = k {
+                let pos = base + i as u64;
+                c.by_key.insert(k.clone(), pos);
+                c.by_pos.insert(pos, k);
+            }
+        }
+        c.tombstones = 0;
     }
 
     /// Queues live `bytes` unless that would hold more than `limit` live bytes.
@@ -151,6 +272,11 @@ impl Outbound {
                 }
             }
         }
+        if let Some(c) = &mut self.conflater {
+            c.by_key.clear();
+            c.by_pos.clear();
+            c.tombstones = 0;
+        }
         dropped
     }
 
@@ -181,6 +307,9 @@ impl Outbound {
     ) -> io::Result<Flushed> {
         loop {
             self.refill(window);
+            while self.q.front().is_some_and(|c| c.bytes.is_empty()) && self.offset == 0 {
+                self.pop_front();
+            }
             if self.q.is_empty() {
                 break;
             }
@@ -228,7 +357,7 @@ impl Outbound {
                 break;
             }
             self.offset = 0;
-            if let Some(c) = self.q.pop_front() {
+            if let Some(c) = self.pop_front() {
                 match c.stamp {
                     0 => {}
                     REPLAY_STAMP => written(Written::Replayed),
@@ -236,6 +365,20 @@ impl Outbound {
                 }
             }
         }
+    }
+
+    /// Takes the front chunk off `q` (written, or a tombstone).
+    fn pop_front(&mut self) -> Option<Chunk> {
+        let chunk = self.q.pop_front()?;
+        if let Some(c) = &mut self.conflater {
+            if chunk.bytes.is_empty() {
+                c.tombstones = c.tombstones.saturating_sub(1);
+            } else if let Some(k) = c.by_pos.remove(&c.base) {
+                c.by_key.remove(&k);
+            }
+            c.base += 1;
+        }
+        Some(chunk)
     }
 }
 
@@ -405,6 +548,123 @@ mod tests {
         assert_eq!(all.len(), 11);
         assert_eq!(all[10], Written::Live(9));
         assert!(all[..10].iter().all(|s| *s == Written::Replayed));
+        assert!(o.is_empty());
+        assert_eq!(o.queued(), 0);
+    }
+
+    fn key(k: &str) -> Arc<str> {
+        Arc::from(k)
+    }
+
+    #[test]
+    fn conflation_keeps_one_unwritten_event_per_key_in_order() {
+        let mut o = Outbound::default();
+        o.conflate();
+        let push = |o: &mut Outbound, b: &'static [u8], k: &str| {
+            o.push_conflated(Bytes::from_static(b), 1, &key(k), 1 << 20)
+        };
+        assert_eq!(push(&mut o, b"a1", "a"), Ok(0));
+        assert_eq!(push(&mut o, b"b1", "b"), Ok(0));
+        assert_eq!(push(&mut o, b"a2", "a"), Ok(1));
+        assert_eq!(push(&mut o, b"c1", "c"), Ok(0));
+        assert_eq!(push(&mut o, b"b2", "b"), Ok(1));
+        assert_eq!(o.queued(), 6);
+        let mut w = Trickle::open();
+        let (_, got) = stamps(&mut o, &mut w, 1 << 20);
+        assert_eq!(w.out, b"a2c1b2");
+        assert_eq!(got.len(), 3);
+        // Written events are forgotten: the next one of a key is queued anew.
+        assert_eq!(push(&mut o, b"a3", "a"), Ok(0));
+        assert_eq!(o.queued(), 2);
+    }
+
+    #[test]
+    fn a_torn_frame_is_never_cut_and_the_bound_counts_what_remains() {
+        let mut o = Outbound::default();
+        o.conflate();
+        o.push_conflated(Bytes::from_static(b"AAAAAAAAAA"), 1, &key("a"), 25)
+            .unwrap();
+        let mut w = Trickle {
+            cap: 4,
+            budget: 4,
+            ..Trickle::open()
+        };
+        let _ = stamps(&mut o, &mut w, 25);
+        // "a" is half written: the newer one is queued behind it, not instead.
+        assert_eq!(
+            o.push_conflated(Bytes::from_static(b"aaaaaaaaaa"), 2, &key("a"), 25),
+            Ok(0)
+        );
+        assert_eq!(o.queued(), 16);
+        // A third "a" replaces the second (unwritten); the bound sees 6 + 10.
+        assert_eq!(
+            o.push_conflated(Bytes::from_static(b"xxxxxxxxxx"), 3, &key("a"), 16),
+            Ok(1)
+        );
+        // Distinct keys alone exceed the bound: overflow.
+        assert_eq!(
+            o.push_conflated(Bytes::from_static(b"bbbbbbbbbb"), 4, &key("b"), 16),
+            Err(Overflow)
+        );
+        w.budget = 100;
+        w.cap = 100;
+        let _ = stamps(&mut o, &mut w, 25);
+        assert_eq!(w.out, b"AAAAAAAAAAxxxxxxxxxx");
+    }
+
+    #[test]
+    fn conflation_behind_a_replay_and_through_compaction() {
+        let mut o = Outbound::default();
+        o.conflate();
+        o.push_replay((0..3u8).map(|i| Bytes::from(vec![b'r'; 1 + i as usize])));
+        let mut last = std::collections::HashMap::new();
+        // Ten keys, thousands of events, a socket that takes a little now and then.
+        let mut w = Trickle {
+            cap: 7,
+            budget: 0,
+            ..Trickle::open()
+        };
+        let mut seq = 0u32;
+        for round in 0..2000 {
+            for k in 0..10 {
+                seq += 1;
+                let frame = format!("<{k}:{seq:06}>");
+                last.insert(k, frame.clone());
+                o.push_conflated(Bytes::from(frame), 1, &key(&k.to_string()), 1 << 20)
+                    .unwrap();
+            }
+            if round % 50 == 0 {
+                w.budget = 21;
+                let _ = stamps(&mut o, &mut w, 64);
+            }
+            let c = o.conflater.as_ref().unwrap();
+            assert!(
+                o.q.len() + o.backlog_len() <= 10 + 3 + 2 * 64 + 20,
+                "queue grew to {}",
+                o.q.len() + o.backlog_len()
+            );
+            assert!(c.by_key.len() <= 10);
+        }
+        w.budget = usize::MAX;
+        w.cap = usize::MAX;
+        let _ = stamps(&mut o, &mut w, 64);
+        let text = String::from_utf8(w.out.clone()).unwrap();
+        assert!(text.starts_with("rrrrrr"));
+        // Ascending seq, and every key ends with its last value.
+        let mut prev = 0;
+        let mut final_of = std::collections::HashMap::new();
+        for item in text
+            .trim_start_matches('r')
+            .split('<')
+            .filter(|s| !s.is_empty())
+        {
+            let (k, rest) = item.split_once(':').unwrap();
+            let n: u32 = rest.trim_end_matches('>').parse().unwrap();
+            assert!(n > prev, "seq went back: {n} after {prev}");
+            prev = n;
+            final_of.insert(k.parse::<i32>().unwrap(), format!("<{item}"));
+        }
+        assert_eq!(final_of, last);
         assert!(o.is_empty());
         assert_eq!(o.queued(), 0);
     }
