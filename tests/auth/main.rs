@@ -13,6 +13,7 @@
 //! - [`secrecy`]: no token in any body or log line.
 //! - [`startup`]: fail closed at start-up.
 //! - [`cli`]: `bistream token`.
+//! - [`environment`]: the harness clears every variable the server reads.
 //!
 //! [`tokens`] signs tokens; [`servers`] starts auth-enabled servers (through
 //! tests/common, like every suite) and sends raw requests.
@@ -23,6 +24,7 @@ mod servers;
 mod tokens;
 
 mod cli;
+mod environment;
 mod expiry;
 mod grants;
 mod origins;
