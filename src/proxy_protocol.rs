@@ -135,8 +135,9 @@ pub enum Addresses {
     },
     /// v2 `AF_UNIX`: the 108-byte paths are not decoded.
     Unix,
-    /// No address: v1 `UNKNOWN`, v2 `LOCAL`, or an `UNSPEC` family/transport.
-    None,
+    /// No address: v1 `UNKNOWN`, v2 `LOCAL`, or an `UNSPEC` family or
+    /// transport.
+    Unspecified,
 }
 
 /// Why bytes are not a valid PROXY header. The caller's answer is the same for
@@ -322,7 +323,7 @@ fn parse_v1_line(line: &[u8]) -> Result<ProxyHeader, ProxyError> {
         b"TCP4" => false,
         b"TCP6" => true,
         // "the receiver must ignore anything presented before the CRLF".
-        b"UNKNOWN" => return Ok(header(Command::Unknown, Addresses::None)),
+        b"UNKNOWN" => return Ok(header(Command::Unknown, Addresses::Unspecified)),
         _ => return Err(ProxyError::V1Protocol),
     };
     let (Some(src), Some(dst), Some(sport), Some(dport), None) = (
@@ -414,7 +415,7 @@ fn parse_v2(buf: &[u8], max_len: usize) -> Result<ProxyStatus, ProxyError> {
     let mut parsed = ProxyHeader {
         version: Version::V2,
         command,
-        addresses: Addresses::None,
+        addresses: Addresses::Unspecified,
         authority: None,
         tlv_range: len..len,
     };
@@ -716,7 +717,7 @@ mod tests {
         ] {
             let h = complete(line);
             assert_eq!((h.version, h.command), (Version::V1, Command::Unknown));
-            assert_eq!(h.addresses, Addresses::None);
+            assert_eq!(h.addresses, Addresses::Unspecified);
             assert_eq!(h.client(), None);
         }
         // The worst case of the specification: exactly 107 bytes.
@@ -945,17 +946,17 @@ mod tests {
         let h = complete(&v2(0x20, 0x00, &[]));
         assert_eq!(
             (h.command, h.addresses.clone(), h.client()),
-            (Command::Local, Addresses::None, None)
+            (Command::Local, Addresses::Unspecified, None)
         );
         // "must not assume zero is presented for LOCAL": any block, any family
         // byte, even an unassigned one, is skipped unread.
         let h = complete(&v2(0x20, 0xff, &[1, 2, 3, 4, 5]));
         assert_eq!(
             (h.command, h.addresses, h.tlv_range),
-            (Command::Local, Addresses::None, 21..21)
+            (Command::Local, Addresses::Unspecified, 21..21)
         );
         let h = complete(&v2(0x20, 0x11, &tcp4_block()));
-        assert_eq!(h.addresses, Addresses::None);
+        assert_eq!(h.addresses, Addresses::Unspecified);
     }
 
     #[test]
@@ -965,7 +966,7 @@ mod tests {
             let h = complete(&v2(0x21, fam, &[9; 7]));
             assert_eq!(
                 (h.command, h.addresses, h.tlv_range),
-                (Command::Proxy, Addresses::None, 23..23),
+                (Command::Proxy, Addresses::Unspecified, 23..23),
                 "{fam:#x}"
             );
         }

@@ -230,7 +230,7 @@ fn proxy_with(data: &[u8], max: usize) {
                 _ => assert_eq!(header.client(), None),
             }
             if header.command != Command::Proxy {
-                assert_eq!(header.addresses, Addresses::None);
+                assert_eq!(header.addresses, Addresses::Unspecified);
             }
             // The header alone is the same header.
             assert_eq!(proxy_protocol::parse(&data[..len], max), whole);
