@@ -15,7 +15,7 @@ run: build
 	$(BIN) --demo
 
 ## The whole suite: unit + integration tests (with a bounded in-process fuzz run of
-## both parsers, tests/fuzz_smoke.rs), conformance, load-harness smoke, nginx.
+## the parsers, tests/fuzz_smoke.rs), conformance, load-harness smoke, nginx.
 test:
 	$(CARGO) test --workspace
 	python3 tests/python/readme_client.py
@@ -63,8 +63,8 @@ autobahn:
 	$(CARGO) build --release -p bistream --bin bistream
 	bash tests/autobahn/run.sh $(SHARED) $(AUTOBAHN_DIR) target/autobahn
 
-## The deep campaign: libFuzzer on the request-head parser and the client-frame
-## reader, FUZZ_SECONDS each; installs cargo-fuzz when missing (stable toolchain,
+## The deep campaign: libFuzzer on the request-head parser, the client-frame
+## reader and the PROXY header parser, FUZZ_SECONDS each; installs cargo-fuzz when missing (stable toolchain,
 ## ~15 min the first time). fuzz/README.md. CI runs tests/fuzz_smoke.rs instead.
 FUZZ_SECONDS ?= 30
 fuzz:

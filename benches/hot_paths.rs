@@ -1,5 +1,5 @@
 //! Criterion benches of the hot paths, each with a `Throughput`:
-//! request-head parsing, encoding one event, fanning one event out to 10,000
+//! request-head parsing, PROXY header parsing, encoding one event, fanning one event out to 10,000
 //! queued connections (no sockets), and draining a loop's inbox.
 
 use std::hint::black_box;
@@ -14,6 +14,7 @@ use bistream::channel::Channel;
 use bistream::http::head::{parse_head, HeadStatus};
 use bistream::hub::event::{encode_event, Delivery, EventParts};
 use bistream::hub::subscriptions::{ConnRef, Subscriptions};
+use bistream::proxy_protocol::{self, ProxyStatus, DEFAULT_MAX_LEN};
 use bistream::ws::outbound::Outbound;
 
 const UPGRADE: &[u8] = b"GET /ws/bi/revenue-intelligence/loc-1?token=eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.sig&events=REVENUE_UPDATE HTTP/1.1\r\n\
@@ -32,6 +33,27 @@ fn head_parsing(c: &mut Criterion) {
             _ => unreachable!("the bench head is complete"),
         })
     });
+    g.finish();
+}
+
+/// What nginx (v1, IPv6) and HAProxy (v2, IPv4 with an authority TLV) send.
+const PROXY_V1: &[u8] = b"PROXY TCP6 2001:db8:85a3::8a2e:370:7334 2001:db8::1 51234 443\r\n";
+const PROXY_V2: &[u8] = b"\r\n\r\n\0\r\nQUIT\n\x21\x11\x00\x19\
+\xc0\xa8\x00\x01\x0a\x00\x00\x07\xdc\x04\x01\xbb\x02\x00\x0abi.example";
+
+fn proxy_header(c: &mut Criterion) {
+    let mut g = c.benchmark_group("proxy_header");
+    for (name, header) in [("v1_tcp6", PROXY_V1), ("v2_tcp4_authority", PROXY_V2)] {
+        g.throughput(Throughput::Bytes(header.len() as u64));
+        g.bench_function(name, |b| {
+            b.iter(
+                || match proxy_protocol::parse(black_box(header), DEFAULT_MAX_LEN) {
+                    Ok(ProxyStatus::Complete { len, .. }) => len,
+                    other => unreachable!("the bench header is complete: {other:?}"),
+                },
+            )
+        });
+    }
     g.finish();
 }
 
@@ -180,6 +202,6 @@ fn inbox(c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = Criterion::default().measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
-    targets = head_parsing, event_encoding, fanout, inbox, conflation
+    targets = head_parsing, proxy_header, event_encoding, fanout, inbox, conflation
 }
 criterion_main!(benches);

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs each fuzz target under libFuzzer for a bounded time; any panic fails.
-#   usage: fuzz/run.sh [SECONDS_PER_TARGET] [TARGET...]   (default: 30, head frames)
+#   usage: fuzz/run.sh [SECONDS_PER_TARGET] [TARGET...]   (default: 30, head frames proxy)
 # cargo-fuzz needs a few -Z flags (sanitizer coverage, AddressSanitizer): the
 # stable toolchain takes them with RUSTC_BOOTSTRAP=1, so no nightly is needed.
 # The corpus grows in fuzz/corpus/ (not committed) from the seeds in fuzz/seeds/;
@@ -10,7 +10,7 @@ cd "$(dirname "$0")"
 SECS=${1:-30}
 shift || true
 TARGETS=("$@")
-[[ ${#TARGETS[@]} -gt 0 ]] || TARGETS=(head frames)
+[[ ${#TARGETS[@]} -gt 0 ]] || TARGETS=(head frames proxy)
 export RUSTC_BOOTSTRAP=1
 CARGO_FUZZ_VERSION=0.13.2
 if ! cargo fuzz --version 2>/dev/null | grep -q "$CARGO_FUZZ_VERSION"; then
@@ -23,6 +23,7 @@ for t in "${TARGETS[@]}"; do
   mkdir -p "corpus/$t"
   extra=()
   [[ $t == head ]] && extra+=(-dict=http.dict)
+  [[ $t == proxy ]] && extra+=(-dict=proxy.dict)
   echo "fuzz: $t for ${SECS}s"
   cargo fuzz run -O -a "$t" "corpus/$t" "seeds/$t" -- \
     -max_total_time="$SECS" -timeout=10 -rss_limit_mb=2048 -max_len=16384 \

@@ -27,6 +27,7 @@
 //! - [`server`]: start-up, the event loops, connection phases, closing, drain.
 //! - [`auth`]: HS256 token checks (pure).
 //! - [`clock`]: wall-clock ms for the wire, monotonic ns stamps for latency.
+//! - [`proxy_protocol`]: PROXY protocol v1/v2 header parser (sans-io).
 //! - [`metrics`]: metric names and the Prometheus registry.
 //! - [`demo`]: the `--demo` event source.
 #![forbid(unsafe_code)]
@@ -39,5 +40,6 @@ pub mod demo;
 pub mod http;
 pub mod hub;
 pub mod metrics;
+pub mod proxy_protocol;
 pub mod server;
 pub mod ws;

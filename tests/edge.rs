@@ -11,7 +11,6 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -138,34 +137,6 @@ fn upgrade_unix(sock: &Path, path: &str, extra: &str) -> (u16, UnixStream, Strin
     let mut s = unix_stream(sock);
     let (status, _, body) = upgrade_on(&mut s, path, extra);
     (status, s, body)
-}
-
-/// `bistream <args>` to completion (for runs that must exit by themselves).
-fn run_bistream(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_bistream"));
-    cmd.args(args)
-        .env_remove("JWT_SECRET_KEY")
-        .env_remove("JWT_SECRET_KEY_PREVIOUS")
-        .env_remove("BISTREAM_LISTEN")
-        .stdin(Stdio::null());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    // A run that should have exited but serves instead must not hang the suite.
-    let ok = wait_until(Duration::from_secs(10), || {
-        matches!(child.try_wait(), Ok(Some(_)))
-    });
-    if !ok {
-        let _ = child.kill();
-    }
-    let out = child.wait_with_output().expect("output");
-    assert!(ok, "bistream {args:?} did not exit by itself");
-    out
 }
 
 fn text(b: &[u8]) -> String {

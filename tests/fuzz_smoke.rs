@@ -2,7 +2,8 @@
 //! the same property checks as the libFuzzer targets (`fuzz/src/lib.rs`), fed
 //! by a seeded mutator over the seed corpus (`fuzz/seeds/`). No sanitizer
 //! build, so it costs seconds to build; `make fuzz` runs the deep libFuzzer
-//! campaign. `FUZZ_SMOKE_SECS` sets the time per target (default 20).
+//! campaign. `FUZZ_SMOKE_SECS` sets the time per target (default 20; 5 for
+//! the PROXY header parser, whose whole input space is a few hundred bytes).
 
 #[path = "../fuzz/src/lib.rs"]
 mod checks;
@@ -49,7 +50,35 @@ const INTERESTING: &[&[u8]] = &[
     b"\x89\xfe",
 ];
 
-fn mutate(rng: &mut Rng, input: &[u8], corpus: &[Vec<u8>]) -> Vec<u8> {
+/// Tokens of the PROXY protocol header, for its target only.
+const PROXY_TOKENS: &[&[u8]] = &[
+    b"PROXY ",
+    b"TCP4 ",
+    b"TCP6 ",
+    b"UNKNOWN",
+    b" ",
+    b"\r\n",
+    b"\r",
+    b"\n",
+    b"255.255.255.255",
+    b"0",
+    b"00",
+    b"65535",
+    b"65536",
+    b"::ffff:",
+    b"ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+    b"\r\n\r\n\x00\r\nQUIT\n",
+    b"\x20\x00",
+    b"\x21\x11\x00\x0c",
+    b"\x21\x21\x00\x24",
+    b"\x21\x31\x00\xd8",
+    b"\xff\xff",
+    b"\x02\x00\x0a",
+    b"\x03\x00\x04",
+    b"\x04\x00\x00",
+];
+
+fn mutate(rng: &mut Rng, input: &[u8], corpus: &[Vec<u8>], tokens: &[&[u8]]) -> Vec<u8> {
     let mut v = input.to_vec();
     for _ in 0..1 + rng.below(4) {
         match rng.below(7) {
@@ -63,7 +92,7 @@ fn mutate(rng: &mut Rng, input: &[u8], corpus: &[Vec<u8>]) -> Vec<u8> {
             }
             2 => {
                 let i = rng.below(v.len() + 1);
-                let ins = INTERESTING[rng.below(INTERESTING.len())];
+                let ins = tokens[rng.below(tokens.len())];
                 v.splice(i..i, ins.iter().copied());
             }
             3 if !v.is_empty() => {
@@ -102,11 +131,11 @@ fn seeds(target: &str) -> Vec<Vec<u8>> {
     out
 }
 
-fn run(target: &str, check: fn(&[u8])) {
+fn run(target: &str, check: fn(&[u8]), tokens: &[&[u8]], default_secs: u64) {
     let secs: u64 = std::env::var("FUZZ_SMOKE_SECS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(20);
+        .unwrap_or(default_secs);
     let mut corpus = seeds(target);
     let mut rng = Rng(0x2545_f491_4f6c_dd1d ^ secs);
     let deadline = Instant::now() + Duration::from_secs(secs);
@@ -114,7 +143,7 @@ fn run(target: &str, check: fn(&[u8])) {
     while Instant::now() < deadline {
         for _ in 0..256 {
             let base = &corpus[rng.below(corpus.len())];
-            let input = mutate(&mut rng, base, &corpus);
+            let input = mutate(&mut rng, base, &corpus, tokens);
             let result = std::panic::catch_unwind(|| check(&input));
             if result.is_err() {
                 panic!(
@@ -134,19 +163,29 @@ fn run(target: &str, check: fn(&[u8])) {
 
 #[test]
 fn request_head_parser() {
-    run("head", checks::head);
+    run("head", checks::head, INTERESTING, 20);
 }
 
 #[test]
 fn client_frame_reader() {
-    run("frames", checks::frames);
+    run("frames", checks::frames, INTERESTING, 20);
+}
+
+#[test]
+fn proxy_header_parser() {
+    run("proxy", checks::proxy, PROXY_TOKENS, 5);
 }
 
 /// Mutated seeds and the structured generator: the server's framer acts on
 /// the requests a strict reference parser sees, and on no others.
 #[test]
 fn http_request_sequence() {
-    run("http_sequence", checks::http_sequence::check);
+    run(
+        "http_sequence",
+        checks::http_sequence::check,
+        INTERESTING,
+        15,
+    );
     let mut g = checks::http_sequence::Gen(0x51_7cc1_b727_220a);
     for _ in 0..50_000 {
         let input = checks::http_sequence::generate(&mut g);

@@ -1,5 +1,5 @@
 //! The fuzz targets' bodies, shared by the libFuzzer binaries in
-//! `fuzz_targets/`. Each feeds untrusted bytes to a parser the way the event
+//! `fuzz_targets/` and by `tests/fuzz_smoke.rs`. Each feeds untrusted bytes to a parser the way the event
 //! loop does and checks more than "no panic": the properties the server
 //! relies on.
 
@@ -10,6 +10,10 @@ use bistream::http::head::{has_head_end, parse_head, HeadStatus, RequestHead};
 use bistream::http::response::Refusal;
 use bistream::http::router::{route, Route};
 use bistream::http::upgrade::{check_upgrade, parse_query, Target, UpgradeContext};
+use bistream::proxy_protocol::{
+    self, Addresses, Command, ProxyError, ProxyStatus, Version, DEFAULT_MAX_LEN,
+    PP2_TYPE_AUTHORITY, V1_MAX_LEN, V2_FIXED_LEN,
+};
 use bistream::ws::close::{code_allowed_on_wire, ClientClose, CloseCode};
 use bistream::ws::frame::{client_frame, read_frame, FrameError, MAX_CONTROL_PAYLOAD};
 use bistream::ws::reader::{Inbound, MessageReader};
@@ -180,4 +184,125 @@ fn roundtrip(m: &Inbound, max: usize) {
     let again = MessageReader::default().next(&mut f, max, &mut pos);
     assert_eq!(again.as_ref().ok().and_then(|o| o.as_ref()), Some(m));
     assert_eq!(pos, f.len());
+}
+
+type ProxyResult = Result<ProxyStatus, ProxyError>;
+
+/// The PROXY protocol header parser, under the default limit and a small one
+/// (so that "past the limit" is reached too).
+pub fn proxy(data: &[u8]) {
+    for max in [DEFAULT_MAX_LEN, 40] {
+        proxy_with(data, max);
+    }
+}
+
+fn proxy_with(data: &[u8], max: usize) {
+    let whole = proxy_protocol::parse(data, max);
+    match &whole {
+        Ok(ProxyStatus::Complete { header, len }) => {
+            let len = *len;
+            assert!(len <= data.len(), "header of {len} bytes in {}", data.len());
+            match header.version {
+                Version::V1 => {
+                    assert!(len <= V1_MAX_LEN && data[..len].ends_with(b"\r\n"));
+                    assert_eq!(header.tlv_range, 0..0);
+                    assert!(header.authority.is_none());
+                    assert_ne!(header.command, Command::Local);
+                }
+                Version::V2 => {
+                    assert!((V2_FIXED_LEN..=max).contains(&len), "v2 header of {len}");
+                    let declared = u16::from_be_bytes([data[14], data[15]]);
+                    assert_eq!(len, V2_FIXED_LEN + usize::from(declared));
+                    assert_ne!(header.command, Command::Unknown);
+                }
+            }
+            // The TLVs tile their range, which lies within the header.
+            let range = header.tlv_range.clone();
+            assert!(
+                range.start <= range.end && range.end <= len,
+                "{range:?} of {len}"
+            );
+            let walked: usize = header.tlvs(data).map(|t| 3 + t.value.len()).sum();
+            assert_eq!(walked, range.len(), "TLVs do not tile {range:?}");
+            if let Some(name) = &header.authority {
+                assert!(header
+                    .tlvs(data)
+                    .any(|t| t.kind == PP2_TYPE_AUTHORITY && t.value == name.as_bytes()));
+            }
+            match header.addresses {
+                Addresses::Tcp { source, .. } => assert_eq!(header.client(), Some(source)),
+                _ => assert_eq!(header.client(), None),
+            }
+            if header.command != Command::Proxy {
+                assert_eq!(header.addresses, Addresses::Unspecified);
+            }
+            // The header alone is the same header.
+            assert_eq!(proxy_protocol::parse(&data[..len], max), whole);
+        }
+        Ok(ProxyStatus::Partial { at_most }) => {
+            assert!(*at_most >= 1, "partial with nothing more to wait for");
+            // At most `at_most` more bytes decide it, whatever they are.
+            for fill in [0u8, b'\n', 0xff] {
+                let mut more = data.to_vec();
+                more.resize(data.len() + at_most, fill);
+                let r = proxy_protocol::parse(&more, max);
+                assert!(
+                    !matches!(r, Ok(ProxyStatus::Partial { .. })),
+                    "still partial after {at_most} more"
+                );
+            }
+        }
+        Err(_) => {}
+    }
+    // A decided answer does not change with what follows it.
+    if !matches!(whole, Ok(ProxyStatus::Partial { .. })) {
+        for tail in [&b"GET / HTTP/1.1\r\n\r\n"[..], data, b"\r\n"] {
+            let more = [data, tail].concat();
+            assert_eq!(
+                proxy_protocol::parse(&more, max),
+                whole,
+                "changed by appending"
+            );
+        }
+    }
+    // However the bytes are cut into reads, the first decided answer is the
+    // whole input's.
+    for step in [1usize, 2, 7, 64] {
+        let (seen, waits) = feed_proxy(data, max, step);
+        assert_eq!(seen, whole, "read size {step}");
+        if step == 1 {
+            // Each prefix's bound reaches the prefix that decides (all of
+            // them waited on, one byte at a time), or past the input.
+            let decided_at = match seen {
+                Ok(ProxyStatus::Partial { .. }) => data.len() + 1,
+                _ => waits.len(),
+            };
+            for (k, at_most) in waits {
+                assert!(
+                    k + at_most >= decided_at,
+                    "prefix {k}: at_most {at_most}, decided at {decided_at}"
+                );
+            }
+        }
+    }
+}
+
+/// What a connection does: append each read, parse everything so far, stop
+/// at the first decided answer. Returns that answer (or the last `Partial`)
+/// and every `(prefix length, at_most)` it waited on.
+fn feed_proxy(data: &[u8], max: usize, step: usize) -> (ProxyResult, Vec<(usize, usize)>) {
+    let mut waits = Vec::new();
+    let mut last = proxy_protocol::parse(&[], max);
+    let mut end = 0;
+    loop {
+        match last {
+            Ok(ProxyStatus::Partial { at_most }) => waits.push((end, at_most)),
+            decided => return (decided, waits),
+        }
+        if end == data.len() {
+            return (last, waits);
+        }
+        end = (end + step).min(data.len());
+        last = proxy_protocol::parse(&data[..end], max);
+    }
 }

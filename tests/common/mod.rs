@@ -4,7 +4,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -36,14 +36,23 @@ impl Server {
 
     /// Runs `wrapper... bistream args...` (wrapper may be empty), adding
     /// `--listen 127.0.0.1:0` unless given, and waits for the TCP banner.
-    #[allow(clippy::zombie_processes)]
     pub fn launch(wrapper: &[&str], args: &[&str], env: &[(&str, &str)]) -> Server {
         let mut full: Vec<&str> = Vec::new();
         if !args.contains(&"--listen") {
             full.extend(["--listen", "127.0.0.1:0"]);
         }
         full.extend_from_slice(args);
-        let (child, rx) = spawn_bistream(wrapper, &full, env);
+        Server::from_command(bistream_command(wrapper, &full, env))
+    }
+
+    /// Spawns `cmd` (a [`bistream_command`], or one a test built by hand) and
+    /// waits for its TCP banner.
+    // The child is waited for in Drop; clippy cannot see that across the struct.
+    #[allow(clippy::zombie_processes)]
+    pub fn from_command(mut cmd: Command) -> Server {
+        cmd.stdout(Stdio::null()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn bistream");
+        let rx = log_lines(&mut child);
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let line = rx
@@ -712,14 +721,59 @@ pub fn wait_child(child: &mut Child, timeout: Duration) -> Option<i32> {
     None
 }
 
-/// Starts the real binary (behind `wrapper`, e.g. `prlimit ...`, when given)
-/// with a clean auth environment; its stderr lines arrive on the receiver. The
-/// caller owns (and must kill) the child.
-pub fn spawn_bistream(
-    wrapper: &[&str],
-    args: &[&str],
-    env: &[(&str, &str)],
-) -> (Child, mpsc::Receiver<String>) {
+/// Every environment variable the server reads: the `env = "..."` of its
+/// flags in src/config.rs, and env_logger's (src/main.rs). [`bistream_command`]
+/// removes them all, so that nothing exported in the shell that runs the tests
+/// (a `JWT_SECRET_KEY` or `BISTREAM_JWT_SECRET_FILE` would turn auth on in
+/// every suite) reaches a server; a test passes what it wants in `env`.
+/// `RUST_LOG` is then set to `info`: tests read the info log lines.
+/// tests/auth/environment.rs fails when src/ reads a variable missing here.
+pub const SERVER_ENV: &[&str] = &[
+    "BISTREAM_LISTEN",
+    "BISTREAM_THREADS",
+    "BISTREAM_MAX_CONNECTIONS",
+    "BISTREAM_MAX_QUEUE_BYTES",
+    "BISTREAM_MAX_MESSAGE_SIZE",
+    "BISTREAM_MAX_HEAD_SIZE",
+    "BISTREAM_HEARTBEAT_INTERVAL",
+    "BISTREAM_HANDSHAKE_TIMEOUT",
+    "BISTREAM_KEEPALIVE_TIMEOUT",
+    "BISTREAM_DRAIN_TIMEOUT",
+    "BISTREAM_HISTORY_SIZE",
+    "BISTREAM_HISTORY_MAX_BYTES",
+    "BISTREAM_HISTORY_TTL",
+    "BISTREAM_LAST_VALUES",
+    "BISTREAM_LAST_VALUES_MAX_BYTES",
+    "JWT_SECRET_KEY",
+    "BISTREAM_JWT_SECRET_FILE",
+    "JWT_SECRET_KEY_PREVIOUS",
+    "BISTREAM_JWT_SECRET_PREVIOUS_FILE",
+    "BISTREAM_JWT_LEEWAY",
+    "BISTREAM_ALLOW_ANONYMOUS",
+    "BISTREAM_ALLOWED_ORIGINS",
+    "BISTREAM_ENABLE_ECHO",
+    "BISTREAM_DEMO",
+    "BISTREAM_UNIX_SOCKET_MODE",
+    "BISTREAM_TRUSTED_PROXIES",
+    "BISTREAM_MAX_CONNECTIONS_PER_IP",
+    "BISTREAM_LOG_LEVEL",
+    "RUST_LOG",
+    "RUST_LOG_STYLE",
+];
+
+/// Removes every variable of [`SERVER_ENV`] from `cmd`'s environment and sets
+/// `RUST_LOG=info`.
+pub fn clear_server_env(cmd: &mut Command) -> &mut Command {
+    for var in SERVER_ENV {
+        cmd.env_remove(var);
+    }
+    cmd.env("RUST_LOG", "info")
+}
+
+/// The one way tests start the real binary: `wrapper... bistream args...`
+/// (`wrapper`, e.g. `prlimit ...`, may be empty) with a clean environment
+/// ([`SERVER_ENV`]) plus `env`, and no stdin. The caller picks stdout/stderr.
+pub fn bistream_command(wrapper: &[&str], args: &[&str], env: &[(&str, &str)]) -> Command {
     let bin = env!("CARGO_BIN_EXE_bistream");
     let mut cmd = match wrapper.split_first() {
         Some((prog, rest)) => {
@@ -729,19 +783,51 @@ pub fn spawn_bistream(
         }
         None => Command::new(bin),
     };
-    cmd.args(args)
-        .env_remove("JWT_SECRET_KEY")
-        .env_remove("JWT_SECRET_KEY_PREVIOUS")
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+    cmd.args(args);
+    clear_server_env(&mut cmd).stdin(Stdio::null());
     for (k, v) in env {
         cmd.env(k, v);
     }
+    cmd
+}
+
+/// Starts the real binary ([`bistream_command`]); its stderr lines arrive on
+/// the receiver. The caller owns (and must kill) the child.
+pub fn spawn_bistream(
+    wrapper: &[&str],
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (Child, mpsc::Receiver<String>) {
+    let mut cmd = bistream_command(wrapper, args, env);
+    cmd.stdout(Stdio::null()).stderr(Stdio::piped());
     let mut child = cmd.spawn().expect("spawn bistream");
     let rx = log_lines(&mut child);
     (child, rx)
+}
+
+/// `bistream args...` to completion ([`bistream_command`]), for runs that must
+/// exit by themselves: start-up refusals, `bistream token`, `--check-config`.
+/// A run still going after 10 s (it serves instead) is killed and fails the test.
+pub fn run_bistream(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut child = bistream_command(&[], args, env)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn bistream");
+    // Reading the pipes only after the exit is fine: these runs print little.
+    let exited = wait_until(Duration::from_secs(10), || {
+        matches!(child.try_wait(), Ok(Some(_)))
+    });
+    if !exited {
+        let _ = child.kill();
+    }
+    let out = child.wait_with_output().expect("bistream output");
+    assert!(
+        exited,
+        "bistream {args:?} did not exit by itself: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
 }
 
 /// The child's stderr, line by line, on a channel (read by a thread of its own).
