@@ -41,8 +41,15 @@ if [[ -f $DIR/.install-key && $(cat "$DIR/.install-key") == "$key" ]] &&
   exit 0
 fi
 say() { echo "autobahn-install: $*" >&2; }
+# DIR is emptied below: never a folder this script did not make.
+MARK=$DIR/.made-by-tests-autobahn-install
+if [[ ! -e $MARK && -n $(ls -A "$DIR") ]]; then
+  say "$DIR is not empty and was not made by this script: give an empty or new folder"
+  exit 1
+fi
 say "installing wstest $SUITE into $DIR"
-rm -rf "${DIR:?}"/* "$DIR"/.install-key
+find "$DIR" -mindepth 1 -maxdepth 1 ! -name "$(basename "$MARK")" -exec rm -rf {} +
+touch "$MARK"
 
 # --- 1. Python 2.7 from bullseye, unpacked -----------------------------------
 # "URI SUITE" for every source this machine's apt uses, in both file formats,

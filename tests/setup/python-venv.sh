@@ -40,6 +40,11 @@ if ! "$BASE" -c 'import venv, ensurepip' 2>/dev/null; then
   }
 fi
 
+# VENV is replaced below: never a folder that is not a venv.
+if [[ -e $VENV && ! -f $VENV/pyvenv.cfg && -n $(ls -A "$VENV" 2>/dev/null) ]]; then
+  echo "python-venv: $VENV exists and is not a virtual environment: give another folder" >&2
+  exit 1
+fi
 echo "python-venv: making $VENV from $REQS" >&2
 rm -rf "$VENV"
 "$BASE" -m venv "$VENV"
