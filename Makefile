@@ -71,10 +71,11 @@ dist:
 
 ## Autobahn|Testsuite cases 1-7 and 10 against /ws/echo of the release binary;
 ## tests/autobahn/install.sh installs wstest into AUTOBAHN_CLIENT_DIR (cached),
-## report in target/autobahn/.
+## report in target/autobahn/. Builds like `build` (the whole workspace): a
+## `-p bistream` build resolves features differently, and `loadtest-smoke` would
+## then compile the shared dependencies a second time.
 AUTOBAHN_CLIENT_DIR ?= target/autobahn-client
-autobahn: venv
-	$(CARGO) build --release -p bistream --bin bistream
+autobahn: venv build
 	PYTHON=$(PYTHON) bash tests/autobahn/run.sh $(AUTOBAHN_CLIENT_DIR) target/autobahn
 
 ## The deep campaign: libFuzzer on the request-head parser and the client-frame
