@@ -1,9 +1,12 @@
 # bistream — two commands do everything on a fresh machine: `make run`, `make test`.
 CARGO ?= cargo
 BIN := target/release/bistream
-SHARED ?= ../shared
+# Every Python test script runs in this venv, made from the pinned
+# tests/python/requirements.txt by tests/setup/python-venv.sh (`make venv`).
+VENV := target/venv
+PYTHON := $(VENV)/bin/python
 
-.PHONY: all build run test unit lint fmt bench loadtest loadtest-smoke autobahn fuzz nginx-test dist clean
+.PHONY: all build run test unit lint fmt bench loadtest loadtest-smoke autobahn fuzz nginx-test dist clean venv standalone
 
 all: build
 
@@ -14,14 +17,24 @@ build:
 run: build
 	$(BIN) --demo
 
-## The whole suite: unit + integration tests (with a bounded in-process fuzz run of
-## the parsers, tests/fuzz_smoke.rs), conformance, load-harness smoke, nginx.
-test:
+## The whole suite: the stand-alone check, unit + integration tests (with a bounded
+## in-process fuzz run of the parsers, tests/fuzz_smoke.rs), the README's client,
+## conformance, load-harness smoke, nginx. Installs what it needs when missing:
+## the venv, the Autobahn client, Debian packages (tests/setup/).
+test: standalone venv
 	$(CARGO) test --workspace
-	python3 tests/python/readme_client.py
+	$(PYTHON) tests/python/readme_client.py
 	$(MAKE) autobahn
 	$(MAKE) loadtest-smoke
 	$(MAKE) nginx-test
+
+## The Python venv of the test scripts; quick when it is already up to date.
+venv:
+	@bash tests/setup/python-venv.sh $(VENV) tests/python/requirements.txt >/dev/null
+
+## Fails when a tracked file refers to something outside the repository.
+standalone:
+	bash tests/standalone.sh
 
 unit:
 	$(CARGO) test --workspace --lib --bins
@@ -47,9 +60,9 @@ loadtest-smoke: build
 
 ## bistream behind the real nginx (Debian package, installed when missing), both
 ## upstream kinds; see docs/nginx.md. Uses the debug binary `cargo test` built.
-nginx-test:
+nginx-test: venv
 	$(CARGO) build --bin bistream
-	python3 tests/nginx/run.py --bin target/debug/bistream
+	$(PYTHON) tests/nginx/run.py --bin target/debug/bistream
 
 ## A release binary for the edge (static musl when that target is installed, else
 ## glibc) with its systemd unit and env file: target/dist/*.tar.gz. docs/deploy.md.
@@ -57,11 +70,13 @@ dist:
 	CARGO="$(CARGO)" sh dist/build.sh
 
 ## Autobahn|Testsuite cases 1-7 and 10 against /ws/echo of the release binary;
-## installs wstest into AUTOBAHN_DIR (cached), report in target/autobahn/.
-AUTOBAHN_DIR ?= /tmp/autobahn
-autobahn:
-	$(CARGO) build --release -p bistream --bin bistream
-	bash tests/autobahn/run.sh $(SHARED) $(AUTOBAHN_DIR) target/autobahn
+## tests/autobahn/install.sh installs wstest into AUTOBAHN_CLIENT_DIR (cached),
+## report in target/autobahn/. Builds like `build` (the whole workspace): a
+## `-p bistream` build resolves features differently, and `loadtest-smoke` would
+## then compile the shared dependencies a second time.
+AUTOBAHN_CLIENT_DIR ?= target/autobahn-client
+autobahn: venv build
+	PYTHON=$(PYTHON) bash tests/autobahn/run.sh $(AUTOBAHN_CLIENT_DIR) target/autobahn
 
 ## The deep campaign: libFuzzer on the request-head parser, the client-frame
 ## reader and the PROXY header parser, FUZZ_SECONDS each; installs cargo-fuzz when missing (stable toolchain,

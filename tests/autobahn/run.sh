@@ -1,20 +1,21 @@
 #!/usr/bin/env bash
-# Autobahn|Testsuite conformance run against /ws/echo (issue 3, PROTOCOL.md §1).
-#   usage: tests/autobahn/run.sh [SHARED_DIR] [WSTEST_DIR] [REPORT_DIR]
-# Installs wstest with $SHARED/tools/autobahn-setup.sh (cached in WSTEST_DIR),
-# starts the release binary on a free loopback port with the echo route, runs
-# the fuzzing client on cases 1-7 and 10, and gates on the report with
-# check.py. The server is stopped whatever happens; the report stays outside
-# the repository (default: target/autobahn).
+# Autobahn|Testsuite conformance run against /ws/echo (issue 3; docs/protocol.md §1, §6).
+#   usage: tests/autobahn/run.sh [CLIENT_DIR] [REPORT_DIR]
+#          (defaults: target/autobahn-client, target/autobahn; `make autobahn`)
+# Installs wstest with tests/autobahn/install.sh (cached in CLIENT_DIR), starts
+# the release binary on a free loopback port with the echo route, runs the
+# fuzzing client on cases 1-7 and 10, and gates on the report with check.py
+# (run by $PYTHON, default python3: it needs only the standard library). The
+# server is stopped whatever happens.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-SHARED=${1:-../shared}
-WSTEST_DIR=${2:-/tmp/autobahn}
-OUT=${3:-target/autobahn}
+CLIENT_DIR=${1:-target/autobahn-client}
+OUT=${2:-target/autobahn}
+PYTHON=${PYTHON:-python3}
 BIN=target/release/bistream
 [[ -x $BIN ]] || { echo "autobahn: $BIN missing (make build first)" >&2; exit 1; }
 
-WSTEST=$(bash "$SHARED/tools/autobahn-setup.sh" "$WSTEST_DIR" | tail -1)
+WSTEST=$(bash tests/autobahn/install.sh "$CLIENT_DIR" | tail -1)
 rm -rf "$OUT" && mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 
@@ -57,4 +58,4 @@ start=$(date +%s)
   echo "autobahn: wstest failed" >&2; tail -20 "$OUT/wstest.log" >&2; exit 1; }
 echo "autobahn: wstest ran in $(( $(date +%s) - start )) s"
 kill -0 "$server_pid" 2>/dev/null || { echo "autobahn: the server died during the run" >&2; tail -20 "$OUT/server.log" >&2; exit 1; }
-python3 tests/autobahn/check.py "$OUT/reports/index.json"
+"$PYTHON" tests/autobahn/check.py "$OUT/reports/index.json"

@@ -16,7 +16,8 @@ refusals keep their own status (never a 502); --max-connections-per-ip counts th
 forwarded address; an idle client outlives proxy_read_timeout thanks to server
 pings (and the control, without them, does not); SIGTERM reaches clients as 1001.
 
-Usage: python3 tests/nginx/run.py [--bin target/debug/bistream] [--keep]
+Usage: make nginx-test, or, after `make venv`:
+       target/venv/bin/python tests/nginx/run.py [--bin target/debug/bistream] [--keep]
 Prints `nginx: N passed, M failed`; exits non-zero on any failure. nginx and
 both bistream processes are stopped at the end in all cases.
 """
@@ -84,42 +85,26 @@ def find_nginx():
 
 
 def ensure_nginx():
-    path = find_nginx()
-    if path:
-        return path
-    if os.geteuid() != 0:
-        sys.exit("nginx is not installed and this is not root: apt-get install nginx-light")
-    log("installing nginx (Debian package)...")
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    # The package must not start a system nginx on :80 as a side effect.
-    policy = "/usr/sbin/policy-rc.d"
-    made_policy = False
-    if not os.path.exists(policy):
-        with open(policy, "w") as f:
-            f.write("#!/bin/sh\nexit 101\n")
-        os.chmod(policy, 0o755)
-        made_policy = True
-    try:
-        subprocess.run(["apt-get", "update", "-qq"], env=env, check=True)
-        for pkg in ("nginx-light", "nginx"):
-            r = subprocess.run(["apt-get", "install", "-y", "-qq", pkg], env=env)
-            if r.returncode == 0 and find_nginx():
-                break
-    finally:
-        if made_policy:
-            os.unlink(policy)
+    # The project's one installer of Debian packages: installs only when missing,
+    # and keeps the package from starting a system nginx on :80.
+    if not find_nginx():
+        helper = os.path.join(ROOT, "tests", "setup", "ensure-apt.sh")
+        if subprocess.run(["bash", helper, "nginx:nginx"]).returncode != 0:
+            sys.exit("nginx: could not install nginx (tests/setup/ensure-apt.sh)")
     path = find_nginx()
     if not path:
-        sys.exit("could not install nginx")
+        sys.exit("nginx: nginx is installed but not found on PATH or in /usr/sbin")
     return path
 
 
 def ensure_websockets():
+    # Installed by `make` into the project's venv (tests/setup/python-venv.sh),
+    # never into whatever interpreter happens to run this script.
     try:
         import websockets.sync.client  # noqa: F401
     except ImportError:
-        log("installing the websockets package...")
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "websockets"], check=True)
+        sys.exit("nginx: the websockets package is missing: run this script with the project's "
+                 "venv (make nginx-test, or target/venv/bin/python after make venv)")
 
 
 # ---------------------------------------------------------------------------
