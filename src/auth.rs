@@ -1,4 +1,4 @@
-//! Token checks for the WebSocket handshake and the publish API (PROTOCOL.md §4).
+//! Token checks for the WebSocket handshake and the publish API (docs/protocol.md §4).
 //!
 //! Pure: no I/O, no logging, no state of its own. The only process-wide effect is
 //! that [`Verifier::new`] and [`mint`] make sure jsonwebtoken has a crypto backend
@@ -20,7 +20,7 @@ use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
-/// Shortest accepted HMAC secret, in bytes (PROTOCOL.md §4). HS256 keys shorter than
+/// Shortest accepted HMAC secret, in bytes (docs/protocol.md §4). HS256 keys shorter than
 /// the 32-byte hash output are brute-forceable offline from a single token.
 pub const MIN_SECRET_LEN: usize = 32;
 

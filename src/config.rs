@@ -25,7 +25,7 @@ pub const DEFAULT_HISTORY_TTL: Duration = Duration::from_secs(600);
 pub const DEFAULT_JWT_LEEWAY: Duration = Duration::from_secs(5);
 pub const DEFAULT_LAST_VALUES: usize = 256;
 pub const DEFAULT_LAST_VALUES_MAX_BYTES: usize = 64 << 20;
-/// The publish API's limits are part of the contract (§5), so they are not flags.
+/// The publish API's limits are part of the contract (docs/protocol.md §5), so they are not flags.
 pub const MAX_PUBLISH_BODY: usize = 1 << 20;
 pub const MAX_PUBLISH_EVENTS: usize = 1000;
 /// File descriptors kept back from `--max-connections` for listeners, the poll

@@ -1,4 +1,4 @@
-//! Metric names (part of the contract, §7) and the process-wide registry.
+//! Metric names (part of the contract, docs/protocol.md §7) and the process-wide registry.
 //!
 //! Hot-path counters are kept per event loop ([`LoopMetrics`]) and folded into
 //! the shared atomics once per loop iteration, so a delivery costs no atomic

@@ -15,7 +15,7 @@
 //! - `Ok(Complete { header, len })`: the header is the first `len` bytes; the
 //!   request that follows starts at `buf[len]` and is not looked at.
 //! - `Err(ProxyError)`: not a valid header. Every error means the same thing
-//!   to the caller: close the connection without an answer (§11).
+//!   to the caller: close the connection without an answer (docs/protocol.md §11).
 //!
 //! Every answer depends only on the bytes it needed: an error or a complete
 //! header found in a prefix of the input is the answer for the whole input,

@@ -1,4 +1,4 @@
-//! Edge deployment (issue 7; PROTOCOL.md §1, §6, §8): Unix-socket listeners
+//! Edge deployment (issue 7; docs/protocol.md §1, §6, §8): Unix-socket listeners
 //! (stale files, live sockets, removal at exit, `--unix-socket-mode`), client
 //! addresses through trusted proxies as `--max-connections-per-ip` counts them,
 //! and `--check-config`. The nginx end-to-end run lives in `tests/nginx/`.

@@ -1,4 +1,4 @@
-//! Issue 2: every endpoint, message and refusal of the contract (§1, §2, §5, §7)
+//! Issue 2: every endpoint, message and refusal of the contract (docs/protocol.md §1, §2, §5, §7)
 //! against the real server over real sockets.
 
 mod common;

@@ -1,4 +1,4 @@
-//! Connection lifecycle (PROTOCOL.md §1, §6): slow consumers, handshake
+//! Connection lifecycle (docs/protocol.md §1, §6): slow consumers, handshake
 //! deadlines, heartbeats, ping floods, accept back-off and the graceful drain.
 //! Every test also checks that a healthy client alongside keeps receiving.
 

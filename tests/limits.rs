@@ -1,4 +1,4 @@
-//! Limits and protocol violations (PROTOCOL.md §1 refusals, §6): every refusal
+//! Limits and protocol violations (docs/protocol.md §1 refusals, §6): every refusal
 //! gets the right status or close code, the server's close frame comes before
 //! TCP closes, and the server keeps serving a healthy client alongside.
 

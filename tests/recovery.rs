@@ -1,4 +1,4 @@
-//! Issue 5: stream history and recovery (§3) against the real server over real
+//! Issue 5: stream history and recovery (docs/protocol.md §3) against the real server over real
 //! sockets — replay on reconnect, `recovered`, the seam between replay and the
 //! live stream under load, and the bounds on history (size, bytes, TTL).
 
@@ -384,7 +384,7 @@ fn spawn_witness(url: String, stop: Arc<AtomicBool>) -> thread::JoinHandle<u64> 
     })
 }
 
-/// The hard part (§3): reconnects while ~5,000 events a second go to the same
+/// The hard part (docs/protocol.md §3): reconnects while ~5,000 events a second go to the same
 /// stream; across every seam the client sees each seq exactly once, in order.
 ///
 /// Two publishers (batches of 20 and single events) interleave finely with the
@@ -754,7 +754,7 @@ fn recovery_metrics_count_complete_and_incomplete() {
     assert_eq!((metric(&m, name_t), metric(&m, name_f)), (2.0, 3.0));
 }
 
-/// §5: `location_id: "*"` reaches the streams that have subscribers at that
+/// docs/protocol.md §5: `location_id: "*"` reaches the streams that have subscribers at that
 /// moment. A stream whose only client is between two connections is not one
 /// of them: the event is not numbered for it, so there is nothing to recover
 /// (documented in docs/recovery.md).

@@ -259,7 +259,7 @@ fn one(data: &[u8], start: usize) -> Step {
     let method_s = String::from_utf8_lossy(method).to_string();
     let path = origin_path(target);
     let takes_body = method == b"POST" && path == "/api/events";
-    // RFC 9112 §6.1–§6.3.
+    // RFC 9112 §6.1–docs/protocol.md §6.3.
     enum Body {
         Length(usize),
         Chunked,

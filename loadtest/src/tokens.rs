@@ -5,7 +5,7 @@ use serde::Serialize;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use thiserror::Error;
 
-/// Shortest secret the server accepts (`JWT_SECRET_KEY`, contract §4).
+/// Shortest secret the server accepts (`JWT_SECRET_KEY`, docs/protocol.md §4).
 pub const MIN_SECRET_LEN: usize = 32;
 /// `sub` of every minted token.
 pub const SUBJECT: &str = "bistream-loadtest";

@@ -57,7 +57,7 @@ impl Refusal {
         .with_headers(allowed.header())
     }
 
-    // ---- the WebSocket handshake (§1) ----
+    // ---- the WebSocket handshake (docs/protocol.md §1) ----
 
     pub fn invalid_location() -> Refusal {
         Refusal::new(
@@ -141,7 +141,7 @@ impl Refusal {
         Refusal::new(403, "origin_not_allowed", "this Origin is not allowed")
     }
 
-    /// 401 for any token problem (§4); the code names it.
+    /// 401 for any token problem (docs/protocol.md §4); the code names it.
     pub fn unauthorized(e: &AuthError) -> Refusal {
         Refusal::new(401, e.code(), e.message())
     }
@@ -163,7 +163,7 @@ impl Refusal {
         )
     }
 
-    // ---- the publish API (§5) ----
+    // ---- the publish API (docs/protocol.md §5) ----
 
     pub fn not_a_publisher() -> Refusal {
         Refusal::new(

@@ -71,7 +71,7 @@ impl FramingError {
     }
 }
 
-/// RFC 9112 §6.1–§6.3 and §3.2 for one request head.
+/// RFC 9112 §6.1–docs/protocol.md §6.3 and docs/protocol.md §3.2 for one request head.
 pub fn body_framing(head: &RequestHead) -> Result<BodyFraming, FramingError> {
     if head.host_count > 1 {
         return Err(FramingError::DuplicateHost);

@@ -1,4 +1,4 @@
-//! `POST /api/events` bodies → validated events (§5). Pure: the loop thread runs
+//! `POST /api/events` bodies → validated events (docs/protocol.md §5). Pure: the loop thread runs
 //! it, so validation work is spread over the loops, not done by the publisher.
 //!
 //! `data` is kept as the raw JSON text the publisher sent (validated by
@@ -29,7 +29,7 @@ pub struct PublishEvent {
     pub channels: ChannelSel,
     pub location: LocationSel,
     pub event_type: Box<str>,
-    /// The last-value key (§9); `None`: the event type is the key, and the
+    /// The last-value key (docs/protocol.md §9); `None`: the event type is the key, and the
     /// event message carries no `key` field.
     pub key: Option<Box<str>>,
     /// Raw JSON text; `null` when absent.

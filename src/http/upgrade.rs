@@ -1,4 +1,4 @@
-//! Validates a WebSocket upgrade request against the contract (§1, §4) and
+//! Validates a WebSocket upgrade request against the contract (docs/protocol.md §1, §4) and
 //! decides the one refusal that wins when several apply:
 //! 431, 404, 405, 400, 426, 503, 403 (Origin), 401, 403 (grant).
 //! 431 is decided by the head parser and 404/405 by the router before this runs.
@@ -29,9 +29,9 @@ pub struct Upgrade {
     pub filter: Option<Vec<Box<str>>>,
     pub since: Option<u64>,
     pub epoch: Option<String>,
-    /// `snapshot=1`: the stream's last values after the hello (§9).
+    /// `snapshot=1`: the stream's last values after the hello (docs/protocol.md §9).
     pub snapshot: bool,
-    /// `conflate=1`: at most one unwritten live event per key (§9).
+    /// `conflate=1`: at most one unwritten live event per key (docs/protocol.md §9).
     pub conflate: bool,
     /// Unix seconds at which the token stops being valid (`exp`), when auth is on.
     pub token_exp: Option<u64>,
@@ -94,7 +94,7 @@ pub fn parse_query(q: Option<&str>) -> Query {
     out
 }
 
-/// The request's token (§1), `None` when there is none: `Authorization: Bearer`
+/// The request's token (docs/protocol.md §1), `None` when there is none: `Authorization: Bearer`
 /// wins over `?token=`, even when it is empty. Another scheme (`Basic` from a
 /// proxy's own login) is not a token, so the query parameter still counts.
 pub fn request_token(head: &RequestHead, query_token: Option<&str>) -> Option<String> {
@@ -106,7 +106,7 @@ pub fn request_token(head: &RequestHead, query_token: Option<&str>) -> Option<St
     .map(str::to_string)
 }
 
-/// `0`, `1` or absent (§9); anything else is `None`.
+/// `0`, `1` or absent (docs/protocol.md §9); anything else is `None`.
 fn flag(v: Option<&str>) -> Option<bool> {
     match v {
         None | Some("0") => Some(false),

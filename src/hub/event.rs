@@ -21,7 +21,7 @@ pub struct Delivery {
     /// For the connection's `events=` filter.
     pub event_type: Arc<str>,
     /// The last-value key (the event type when none was published): what a
-    /// conflating connection keeps one event of (§9).
+    /// conflating connection keeps one event of (docs/protocol.md §9).
     pub key: Arc<str>,
     /// The complete text frame.
     pub frame: Bytes,
@@ -87,7 +87,7 @@ pub fn encode_event(e: &EventParts<'_>) -> Bytes {
     Bytes::from(frame::text(&json))
 }
 
-/// The same event as a snapshot message (§9): `"snapshot":true` added to the
+/// The same event as a snapshot message (docs/protocol.md §9): `"snapshot":true` added to the
 /// frame the event was published as. Built once per last value, when a
 /// snapshot first needs it, not per subscriber. `None` when `frame` is not an
 /// event frame of [`encode_event`].

@@ -45,7 +45,7 @@ pub struct SubscribeRequest {
     pub location: Box<str>,
     pub since: Option<u64>,
     pub epoch: Option<String>,
-    /// `snapshot=1`: send the stream's last values (§9).
+    /// `snapshot=1`: send the stream's last values (docs/protocol.md §9).
     pub snapshot: bool,
 }
 
@@ -299,7 +299,7 @@ impl Publisher {
                 complete: r.complete,
             }
         });
-        // §9: a complete recovery already carries every change; otherwise the
+        // docs/protocol.md §9: a complete recovery already carries every change; otherwise the
         // last values the replay does not reach, up to `last_seq`.
         let snapshot = match &recovery {
             _ if !req.snapshot => None,

@@ -4,7 +4,7 @@
 //! Memory is bounded three ways: `history_size` frames per stream, a
 //! process-wide `history_max_bytes` (oldest first, across streams), and a TTL
 //! after which a stream with no subscribers and no events is forgotten. Last
-//! values (§9) have bounds of their own (`hub::last_values`) and live as long
+//! values (docs/protocol.md §9) have bounds of their own (`hub::last_values`) and live as long
 //! as their stream.
 
 use std::collections::{HashMap, HashSet, VecDeque};

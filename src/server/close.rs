@@ -29,7 +29,7 @@ pub(crate) fn begin_closing(conn: &mut Connection, key: usize, cx: &mut Ctx, unt
     cx.mark_dirty(key, conn);
 }
 
-/// A handshake refusal (§1): a real HTTP response, then close.
+/// A handshake refusal (docs/protocol.md §1): a real HTTP response, then close.
 pub(crate) fn refuse(conn: &mut Connection, key: usize, cx: &mut Ctx, r: Refusal) {
     cx.shared.metrics.handshake_failure(r.status);
     match conn.client {
@@ -84,7 +84,7 @@ pub(crate) fn close_ws_until(
     begin_closing(conn, key, cx, until);
 }
 
-/// §6: drop what has not started to go out, finish a half-written frame, send
+/// docs/protocol.md §6: drop what has not started to go out, finish a half-written frame, send
 /// 1013, and close TCP after the linger even if the client never reads.
 /// WebSocket connections only: an HTTP client that does not read is paused.
 pub(crate) fn slow_consumer(conn: &mut Connection, key: usize, cx: &mut Ctx) {

@@ -115,7 +115,7 @@ pub(crate) enum WsKind {
         stream: StreamId,
         /// `None` = every event type.
         filter: Option<Vec<Box<str>>>,
-        /// `conflate=1`: one unwritten live event per key (§9).
+        /// `conflate=1`: one unwritten live event per key (docs/protocol.md §9).
         conflate: bool,
     },
     Echo,

@@ -192,7 +192,7 @@ pub(crate) fn resume(conn: &mut Connection) -> bool {
 }
 
 /// A request whose framing is refused. On `/ws/` paths a route's own refusal
-/// keeps its precedence (404, 405 before 400, §1); either way the connection
+/// keeps its precedence (404, 405 before 400, docs/protocol.md §1); either way the connection
 /// closes, since where the next request would start is unknown.
 fn invalid(conn: &mut Connection, key: usize, cx: &mut Ctx, head: &RequestHead, e: &FramingError) {
     if head.path.starts_with("/ws/") {
@@ -275,7 +275,7 @@ fn dispatch(conn: &mut Connection, key: usize, cx: &mut Ctx, head: &RequestHead)
     respond(conn, key, cx, head, body)
 }
 
-/// 503 while draining, so that a load balancer stops sending new clients (§6).
+/// 503 while draining, so that a load balancer stops sending new clients (docs/protocol.md §6).
 fn readyz(draining: bool, keep_alive: bool) -> Vec<u8> {
     if draining {
         response::json(503, &serde_json::json!({"status": "draining"}), false)
@@ -394,7 +394,7 @@ fn publish(
     respond(conn, key, cx, head, bytes)
 }
 
-/// §4/§5: with auth on, a publisher token (401 without a valid one, 403 without
+/// docs/protocol.md §4/§5: with auth on, a publisher token (401 without a valid one, 403 without
 /// the `publish` scope). `None`: auth is off.
 fn publish_auth(cx: &Ctx, head: &RequestHead) -> Result<Option<Claims>, Refusal> {
     let Some(v) = &cx.shared.verifier else {

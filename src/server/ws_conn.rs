@@ -194,7 +194,7 @@ pub(crate) fn on_subscribed(
             return Step::Wait;
         }
     }
-    // §9: the last values (already in seq order, each ≤ last_seq), through the
+    // docs/protocol.md §9: the last values (already in seq order, each ≤ last_seq), through the
     // same filter as everything else, then the marker.
     if let Some(mut values) = ack.snapshot {
         values.retain(|e| passes(&sub.upgrade.filter, &e.event_type));

@@ -1,4 +1,4 @@
-//! Close codes of the contract (§6) and validation of the client's close frame.
+//! Close codes of the contract (docs/protocol.md §6) and validation of the client's close frame.
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CloseCode {

@@ -1,4 +1,4 @@
-//! The JSON messages of §2 that are not fan-out events: built per connection
+//! The JSON messages of docs/protocol.md §2 that are not fan-out events: built per connection
 //! (they are answers to one client), parsed from the client's text frames.
 
 use serde_json::{json, Value};
@@ -14,7 +14,7 @@ pub struct Established<'a> {
     pub last_seq: u64,
     pub server_time: u64,
     pub heartbeat_interval_ms: u64,
-    /// The connection conflates (`conflate=1`): the hello says so (§9).
+    /// The connection conflates (`conflate=1`): the hello says so (docs/protocol.md §9).
     pub conflate: bool,
 }
 
@@ -35,7 +35,7 @@ pub fn established(e: &Established<'_>) -> Vec<u8> {
     to_vec(&v)
 }
 
-/// The end of a snapshot (§9): how many last values it held, and the
+/// The end of a snapshot (docs/protocol.md §9): how many last values it held, and the
 /// `last_seq` they reach.
 pub fn snapshot(count: usize, last_seq: u64) -> Vec<u8> {
     to_vec(&json!({"type": "snapshot", "count": count, "last_seq": last_seq}))

@@ -14,7 +14,7 @@
 //!
 //! Live bytes queued behind a replay wait in the backlog with it, in order.
 //!
-//! A conflating connection (`conflate=1`, §9) holds at most one unwritten
+//! A conflating connection (`conflate=1`, docs/protocol.md §9) holds at most one unwritten
 //! live event per key: pushing a newer one turns the older one into an empty
 //! tombstone (unless its first byte already went out) and queues the newer
 //! at the tail. Keys are found by absolute queue position in O(1); tombstones

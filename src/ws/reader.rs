@@ -1,4 +1,4 @@
-//! Client frames → whole messages: fragmentation, UTF-8 and size rules (§6).
+//! Client frames → whole messages: fragmentation, UTF-8 and size rules (docs/protocol.md §6).
 //! Sans-io: it is handed the connection's input bytes and says how many it used.
 
 use crate::ws::close::{parse_client_close, ClientClose};
