@@ -1,5 +1,5 @@
 // Against the real server: events arrive in order and typed, the async iterator,
-// the events filter, the token in a header, and a resume after a dropped
+// the events filter, and a resume after a dropped
 // connection that reports complete:true with nothing lost or repeated.
 import assert from 'node:assert/strict';
 import { createServer, connect } from 'node:net';
@@ -80,23 +80,6 @@ test('the events filter, and setEvents() changes it on the open connection', asy
     ['A', 'B'],
   );
   assert.match(sub.url, /events=B,C/);
-  sub.close();
-});
-
-test('tokenTransport header: the token goes in Authorization, not the URL', async (t) => {
-  const log = [];
-  const sub = new Subscription({
-    url: server.ws,
-    channel: 'dashboard',
-    location: 'ev-4',
-    token: 'not-checked-on-an-open-server',
-    tokenTransport: 'header',
-    WebSocket: recordingWebSocket(log),
-  });
-  t.after(() => sub.close());
-  await sub.whenOpen();
-  assert.equal(log.length, 1);
-  assert.doesNotMatch(log[0].url, /token=/);
   sub.close();
 });
 
