@@ -28,12 +28,14 @@
 //! - [`auth`]: HS256 token checks (pure).
 //! - [`metrics`]: metric names and the Prometheus registry.
 //! - [`demo`]: the `--demo` event source.
+//! - [`console`]: the `--console` page and `GET /api/stats`.
 #![forbid(unsafe_code)]
 
 pub mod auth;
 pub mod channel;
 pub mod clock;
 pub mod config;
+pub mod console;
 pub mod demo;
 pub mod http;
 pub mod hub;

@@ -1,6 +1,7 @@
 //! The HTTP phase of a connection: request heads (split over any number of
 //! reads), the upgrade to WebSocket, and the small API on the same listener
-//! (`POST /api/events`, `/healthz`, `/readyz`, `/metrics`) with keep-alive.
+//! (`POST /api/events`, `/healthz`, `/readyz`, `/metrics`, and with `--console`
+//! `/console` and `/api/stats`) with keep-alive.
 
 use bytes::Bytes;
 use crossbeam_channel::TrySendError;
@@ -100,7 +101,10 @@ fn dispatch(
         head.x_real_ip.as_deref(),
         &shared.config.trusted_proxies,
     );
-    let r = route(&head.path, shared.config.enable_echo);
+    let r = match route(&head.path, shared.config.enable_echo) {
+        Route::Console | Route::Stats if !shared.config.console => Route::NotFound,
+        r => r,
+    };
     let ws_path = head.path.starts_with("/ws/");
     if r == Route::NotFound {
         let refusal = Refusal::new(404, "not_found", "no such endpoint");
@@ -177,6 +181,20 @@ fn dispatch(
                 "text/plain; version=0.0.4; charset=utf-8",
                 "",
                 &shared.metrics.render(),
+                keep_alive(cx, &head),
+            );
+            respond(conn, key, cx, &head, len, body)
+        }
+        Route::Console => {
+            let body = crate::console::page_response(&head.path, keep_alive(cx, &head));
+            respond(conn, key, cx, &head, len, body)
+        }
+        Route::Stats => {
+            let body = crate::console::stats_response(
+                &head,
+                shared.verifier.as_ref(),
+                &shared.metrics,
+                &shared.stats,
                 keep_alive(cx, &head),
             );
             respond(conn, key, cx, &head, len, body)

@@ -54,6 +54,8 @@ pub struct Shared {
     pub draining: AtomicBool,
     pub epoch: String,
     pub per_ip: per_ip::PerIp,
+    /// The previous metrics sample behind `GET /api/stats` (with `--console`).
+    pub stats: crate::console::StatsWindow,
 }
 
 pub struct Server {
@@ -81,6 +83,7 @@ pub fn start(config: Config) -> Result<Server, StartError> {
         draining: AtomicBool::new(false),
         epoch: new_epoch(),
         per_ip: per_ip::PerIp::new(config.max_connections_per_ip),
+        stats: crate::console::StatsWindow::new(&metrics),
         config,
     });
 
