@@ -77,7 +77,7 @@ fuzz:
 ## Debian's Chromium (installed by the test when missing). Screenshot: target/console.png.
 JS := clients/js
 js-test:
-	@command -v node >/dev/null && node -e 'process.exit(+process.versions.node.split(".")[0] < 20)' \
+	@command -v node >/dev/null && node -e 'process.exit(Number(process.versions.node.split(".")[0]) < 20 ? 1 : 0)' \
 	  || { echo "js-test needs Node.js >= 20 and npm" >&2; exit 1; }
 	$(CARGO) build --bin bistream
 	cd $(JS) && npm ci --no-audit --no-fund
