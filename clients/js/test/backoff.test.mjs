@@ -31,3 +31,14 @@ test('custom bounds', () => {
   assert.equal(reconnectDelay(1, () => 1, { minMs: 100, maxMs: 300 }), 300);
   assert.equal(reconnectDelay(9, () => 0.5, { minMs: 100, maxMs: 300 }), 200);
 });
+
+test('the package resolves by its name through `exports` (self-reference)', async () => {
+  const pkg = await import('bistream-client');
+  for (const name of ['Subscription', 'subscribe', 'BistreamError', 'CHANNELS', 'reconnectDelay']) {
+    assert.ok(name in pkg, name);
+  }
+  assert.deepEqual(
+    pkg.CHANNELS.map((c) => c.id),
+    ['dashboard', 'revenue-intelligence', 'bot-performance', 'business-intelligence', 'ai-concierge', 'analytics-advanced'],
+  );
+});

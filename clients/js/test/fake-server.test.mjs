@@ -386,3 +386,16 @@ test('setup errors are thrown at once', () => {
     );
   }
 });
+
+test('an async iterator ends with the final error', async (t) => {
+  const srv = await fake(() => ({ status: 403, body: { error: 'forbidden', message: 'not your location' } }));
+  const s = open(t, srv, { token: 't' });
+  const seen = [];
+  await assert.rejects(
+    (async () => {
+      for await (const e of s) seen.push(e);
+    })(),
+    (e) => e.code === 'forbidden' && e.final && e.status === 403,
+  );
+  assert.deepEqual(seen, []);
+});
