@@ -82,6 +82,58 @@ function refusalError(status, serverCode, message) {
   return new BistreamError(code, text, opts);
 }
 
+// ../js/src/iterator.ts
+function eventIterator(source, limit, onOverflow) {
+  const queue = [];
+  let wake = null;
+  let ended = false;
+  let overflowed = false;
+  const stop = () => {
+    ended = true;
+    offEvent();
+    offState();
+    wake?.();
+  };
+  const offEvent = source.on("event", (e) => {
+    queue.push(e);
+    if (queue.length > limit) {
+      queue.shift();
+      if (!overflowed) {
+        overflowed = true;
+        onOverflow();
+      }
+    }
+    wake?.();
+  });
+  const offState = source.on("state", (s) => {
+    if (s.state === "closed") stop();
+  });
+  if (source.state === "closed") stop();
+  const it = {
+    next: async () => {
+      for (; ; ) {
+        const e = queue.shift();
+        if (e !== void 0) return { value: e, done: false };
+        if (ended) {
+          if (source.error) throw source.error;
+          return { value: void 0, done: true };
+        }
+        await new Promise((r) => {
+          wake = r;
+        });
+        wake = null;
+      }
+    },
+    return: async () => {
+      stop();
+      queue.length = 0;
+      return { value: void 0, done: true };
+    },
+    [Symbol.asyncIterator]: () => it
+  };
+  return it;
+}
+
 // ../js/src/messages.ts
 var CHANNELS = [
   { id: "dashboard", path: "/ws/dashboard/" },
@@ -354,58 +406,12 @@ var Subscription = class extends Emitter {
   }
   /** `for await (const event of sub)`: events in order; ends when the subscription closes. */
   [Symbol.asyncIterator]() {
-    return this.iterate();
-  }
-  iterate() {
     const limit = Math.max(1, this.opts.iteratorBufferSize ?? DEFAULT_ITERATOR_BUFFER);
-    const queue = [];
-    let wake = null;
-    let ended = false;
-    let overflowReported = false;
-    const stop = () => {
-      ended = true;
-      offEvent();
-      offState();
-      wake?.();
-    };
-    const offEvent = this.on("event", (e) => {
-      queue.push(e);
-      if (queue.length > limit) {
-        queue.shift();
-        if (!overflowReported) {
-          overflowReported = true;
-          this.emit("error", new BistreamError("iterator_overflow", `an async iterator fell ${limit} events behind and dropped the oldest`, { final: false }));
-        }
-      }
-      wake?.();
-    });
-    const offState = this.on("state", (s) => {
-      if (s.state === "closed") stop();
-    });
-    if (this._state === "closed") stop();
-    const it = {
-      next: async () => {
-        for (; ; ) {
-          const e = queue.shift();
-          if (e !== void 0) return { value: e, done: false };
-          if (ended) {
-            if (this._error) throw this._error;
-            return { value: void 0, done: true };
-          }
-          await new Promise((r) => {
-            wake = r;
-          });
-          wake = null;
-        }
-      },
-      return: async () => {
-        stop();
-        queue.length = 0;
-        return { value: void 0, done: true };
-      },
-      [Symbol.asyncIterator]: () => it
-    };
-    return it;
+    return eventIterator(
+      this,
+      limit,
+      () => this.emit("error", new BistreamError("iterator_overflow", `an async iterator fell ${limit} events behind and dropped the oldest`, { final: false }))
+    );
   }
   async connect() {
     if (this._state === "closed") return;

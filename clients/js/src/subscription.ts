@@ -1,6 +1,7 @@
 import { type BackoffOptions, reconnectDelay } from './backoff.js';
 import { Emitter } from './emitter.js';
 import { BistreamError, refusalError } from './errors.js';
+import { eventIterator } from './iterator.js';
 import {
   type ChannelId,
   channelPath,
@@ -262,59 +263,10 @@ export class Subscription<T = unknown> extends Emitter<SubscriptionEvents<T>> im
 
   /** `for await (const event of sub)`: events in order; ends when the subscription closes. */
   [Symbol.asyncIterator](): AsyncIterator<StreamEvent<T>> {
-    return this.iterate();
-  }
-
-  private iterate(): AsyncIterator<StreamEvent<T>> & AsyncIterable<StreamEvent<T>> {
     const limit = Math.max(1, this.opts.iteratorBufferSize ?? DEFAULT_ITERATOR_BUFFER);
-    const queue: StreamEvent<T>[] = [];
-    let wake: (() => void) | null = null;
-    let ended = false;
-    let overflowReported = false;
-    const stop = (): void => {
-      ended = true;
-      offEvent();
-      offState();
-      wake?.();
-    };
-    const offEvent = this.on('event', (e) => {
-      queue.push(e);
-      if (queue.length > limit) {
-        queue.shift();
-        if (!overflowReported) {
-          overflowReported = true;
-          this.emit('error', new BistreamError('iterator_overflow', `an async iterator fell ${limit} events behind and dropped the oldest`, { final: false }));
-        }
-      }
-      wake?.();
-    });
-    const offState = this.on('state', (s) => {
-      if (s.state === 'closed') stop();
-    });
-    if (this._state === 'closed') stop();
-    const it: AsyncIterator<StreamEvent<T>> & AsyncIterable<StreamEvent<T>> = {
-      next: async (): Promise<IteratorResult<StreamEvent<T>>> => {
-        for (;;) {
-          const e = queue.shift();
-          if (e !== undefined) return { value: e, done: false };
-          if (ended) {
-            if (this._error) throw this._error;
-            return { value: undefined, done: true };
-          }
-          await new Promise<void>((r) => {
-            wake = r;
-          });
-          wake = null;
-        }
-      },
-      return: async (): Promise<IteratorResult<StreamEvent<T>>> => {
-        stop();
-        queue.length = 0;
-        return { value: undefined, done: true };
-      },
-      [Symbol.asyncIterator]: () => it,
-    };
-    return it;
+    return eventIterator<T>(this, limit, () =>
+      this.emit('error', new BistreamError('iterator_overflow', `an async iterator fell ${limit} events behind and dropped the oldest`, { final: false })),
+    );
   }
 
   private async connect(): Promise<void> {

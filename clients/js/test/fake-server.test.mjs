@@ -399,3 +399,21 @@ test('an async iterator ends with the final error', async (t) => {
   );
   assert.deepEqual(seen, []);
 });
+
+test('an async iterator that falls behind keeps the newest events and says so once', async (t) => {
+  const srv = await fake(() => (ws) => {
+    hello(ws);
+    for (let seq = 1; seq <= 5; seq++) event(ws, seq, seq);
+  });
+  const s = open(t, srv, { iteratorBufferSize: 2 });
+  const r = record(s);
+  const it = s[Symbol.asyncIterator]();
+  await waitFor('5 events', () => r.events.length === 5);
+  assert.deepEqual([(await it.next()).value.seq, (await it.next()).value.seq], [4, 5]);
+  assert.deepEqual(
+    r.errors.map((e) => [e.code, e.final]),
+    [['iterator_overflow', false]],
+  );
+  s.close();
+  assert.equal((await it.next()).done, true);
+});
