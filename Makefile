@@ -6,16 +6,17 @@ BIN := target/release/bistream
 VENV := target/venv
 PYTHON := $(VENV)/bin/python
 
-.PHONY: all build run test unit lint fmt bench loadtest loadtest-smoke autobahn fuzz nginx-test dist clean venv standalone
+.PHONY: all build run test unit lint fmt bench loadtest loadtest-smoke autobahn fuzz nginx-test dist clean venv standalone js-test console console-check
 
 all: build
 
 build:
 	$(CARGO) build --release --workspace
 
-## Start the server on 127.0.0.1:8000 with the demo event source.
+## Start the server on 127.0.0.1:8000 with the demo event source and the console
+## (http://127.0.0.1:8000/console).
 run: build
-	$(BIN) --demo
+	$(BIN) --demo --console
 
 ## The whole suite: the stand-alone check, unit + integration tests (with a bounded
 ## in-process fuzz run of the parsers, tests/fuzz_smoke.rs), the README's client,
@@ -24,6 +25,7 @@ run: build
 test: standalone venv
 	$(CARGO) test --workspace
 	$(PYTHON) tests/python/readme_client.py
+	$(MAKE) js-test
 	$(MAKE) autobahn
 	$(MAKE) loadtest-smoke
 	$(MAKE) nginx-test
@@ -84,6 +86,29 @@ autobahn: venv build
 FUZZ_SECONDS ?= 30
 fuzz:
 	bash fuzz/run.sh $(FUZZ_SECONDS)
+
+## bistream-client (clients/js) and the console, about a minute: npm ci from the
+## lock file, the client's tests against the real server (node --test), the check
+## that the committed console in src/console/ is a fresh build, and the console in
+## Debian's Chromium (installed by the test when missing). Screenshot: target/console.png.
+JS := clients/js
+js-test:
+	@command -v node >/dev/null && node -e 'process.exit(Number(process.versions.node.split(".")[0]) < 20 ? 1 : 0)' \
+	  || { echo "js-test needs Node.js >= 20 and npm" >&2; exit 1; }
+	$(CARGO) build --bin bistream
+	cd $(JS) && npm ci --no-audit --no-fund
+	cd $(JS) && npm test
+	cd $(JS) && npm run --silent console:check
+	cd $(JS) && npm run test:browser
+
+## Rebuild the console page into src/console/ after changing clients/console or
+## clients/js; commit the result (`make run` embeds it and needs only Rust).
+console:
+	cd $(JS) && npm ci --no-audit --no-fund && npm run --silent console:build
+
+## Fails when src/console/ is not what a fresh build of the console gives.
+console-check:
+	cd $(JS) && { [ -d node_modules/esbuild ] || npm ci --no-audit --no-fund; } && npm run --silent console:check
 
 clean:
 	$(CARGO) clean

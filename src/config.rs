@@ -270,6 +270,10 @@ pub struct ServerArgs {
     #[arg(global = true, long, env = "BISTREAM_DEMO")]
     pub demo: bool,
 
+    /// Serve the operator console at /console and its numbers at /api/stats.
+    #[arg(global = true, long, env = "BISTREAM_CONSOLE")]
+    pub console: bool,
+
     /// File mode of Unix sockets given with `--listen unix:/path`, in octal (e.g. 0660).
     #[arg(global = true, long, env = "BISTREAM_UNIX_SOCKET_MODE", value_parser = parse_mode)]
     pub unix_socket_mode: Option<u32>,
@@ -355,6 +359,8 @@ pub struct Config {
     pub allowed_origins: Vec<String>,
     pub enable_echo: bool,
     pub demo: bool,
+    /// `--console`: serve `/console` and `/api/stats`.
+    pub console: bool,
     pub unix_socket_mode: Option<u32>,
     pub trusted_proxies: Vec<ipnet::IpNet>,
     pub max_connections_per_ip: Option<usize>,
@@ -478,6 +484,7 @@ impl Config {
             ),
             ("enable-echo", self.enable_echo.to_string()),
             ("demo", self.demo.to_string()),
+            ("console", self.console.to_string()),
         ];
         lines.iter().map(|(k, v)| format!("{k} = {v}\n")).collect()
     }
@@ -599,6 +606,7 @@ impl Config {
             allowed_origins: a.allowed_origins.clone(),
             enable_echo: a.enable_echo,
             demo: a.demo,
+            console: a.console,
             unix_socket_mode: a.unix_socket_mode,
             trusted_proxies: a.trusted_proxies.clone(),
             max_connections_per_ip: a.max_connections_per_ip,

@@ -30,12 +30,14 @@
 //! - [`proxy_protocol`]: PROXY protocol v1/v2 header parser (sans-io).
 //! - [`metrics`]: metric names and the Prometheus registry.
 //! - [`demo`]: the `--demo` event source.
+//! - [`console`]: the `--console` page and `GET /api/stats`.
 #![forbid(unsafe_code)]
 
 pub mod auth;
 pub mod channel;
 pub mod clock;
 pub mod config;
+pub mod console;
 pub mod demo;
 pub mod http;
 pub mod hub;

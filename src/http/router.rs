@@ -19,6 +19,10 @@ pub enum Route<'a> {
     Healthz,
     Readyz,
     Metrics,
+    /// `/console` and the files under it (served only with `--console`).
+    Console,
+    /// `GET /api/stats` (only with `--console`).
+    Stats,
     NotFound,
 }
 
@@ -66,6 +70,7 @@ impl Route<'_> {
             Route::Stream { .. } | Route::Echo => Some(Allowed::Get),
             Route::PublishEvents => Some(Allowed::Post),
             Route::Healthz | Route::Readyz | Route::Metrics => Some(Allowed::GetHead),
+            Route::Console | Route::Stats => Some(Allowed::Get),
             Route::NotFound => None,
         }
     }
@@ -111,6 +116,9 @@ pub fn route(path: &str, echo_enabled: bool) -> Route<'_> {
         "/healthz" => Route::Healthz,
         "/readyz" => Route::Readyz,
         "/metrics" => Route::Metrics,
+        "/api/stats" => Route::Stats,
+        "/console" => Route::Console,
+        p if p.starts_with("/console/") => Route::Console,
         _ => Route::NotFound,
     }
 }
@@ -180,6 +188,10 @@ mod tests {
         assert_eq!(route("/healthz", false), Route::Healthz);
         assert_eq!(route("/readyz", false), Route::Readyz);
         assert_eq!(route("/metrics", false), Route::Metrics);
+        assert_eq!(route("/api/stats", false), Route::Stats);
+        assert_eq!(route("/console", false), Route::Console);
+        assert_eq!(route("/console/app.js", false), Route::Console);
+        assert_eq!(route("/consolex", false), Route::NotFound);
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The HTTP phase of a connection: requests framed by `http::framing`
 //! (split over any number of reads, pipelined, bodies by `Content-Length` or
 //! chunked), the WebSocket upgrade, and the small API on the same listener
-//! (`POST /api/events`, `/healthz`, `/readyz`, `/metrics`) with keep-alive.
+//! (`POST /api/events`, `/healthz`, `/readyz`, `/metrics`, and with
+//! `--console` `/console` and `/api/stats`) with keep-alive.
 //!
 //! Answers the four calls of every phase: [`on_input`], [`on_timer`],
 //! [`on_drain`], [`on_eof`].
@@ -224,7 +225,10 @@ fn dispatch(conn: &mut Connection, key: usize, cx: &mut Ctx, head: &RequestHead)
         head.x_real_ip.as_deref(),
         &shared.config.trusted_proxies,
     );
-    let r = route(&head.path, shared.config.enable_echo);
+    let r = match route(&head.path, shared.config.enable_echo) {
+        Route::Console | Route::Stats if !shared.config.console => Route::NotFound,
+        r => r,
+    };
     let ws_path = head.path.starts_with("/ws/");
     let Some(allowed) = r.allowed() else {
         if ws_path {
@@ -264,6 +268,14 @@ fn dispatch(conn: &mut Connection, key: usize, cx: &mut Ctx, head: &RequestHead)
             "text/plain; version=0.0.4; charset=utf-8",
             "",
             &shared.metrics.render(),
+            keep_alive(cx, head),
+        ),
+        Route::Console => crate::console::page_response(&head.path, keep_alive(cx, head)),
+        Route::Stats => crate::console::stats_response(
+            head,
+            shared.verifier.as_ref(),
+            &shared.metrics,
+            &shared.stats,
             keep_alive(cx, head),
         ),
     };

@@ -63,6 +63,8 @@ pub struct Shared {
     pub epoch: String,
     /// Connections per client address, across loops (`--max-connections-per-ip`).
     pub(crate) per_ip: per_ip::PerIp,
+    /// The previous metrics sample behind `GET /api/stats` (with `--console`).
+    pub(crate) stats: crate::console::StatsWindow,
 }
 
 pub struct Server {
@@ -93,6 +95,7 @@ pub fn start(config: Config) -> Result<Server, StartError> {
         draining: AtomicBool::new(false),
         epoch: new_epoch(),
         per_ip: per_ip::PerIp::new(config.max_connections_per_ip),
+        stats: crate::console::StatsWindow::new(&metrics),
         config,
     });
 
