@@ -20,7 +20,7 @@ run: build
 
 ## The whole suite: the stand-alone check, unit + integration tests (with a bounded
 ## in-process fuzz run of the parsers, tests/fuzz_smoke.rs), the README's client,
-## conformance, load-harness smoke, nginx. Installs what it needs when missing:
+## the JS client and console (Node, Chromium), conformance, load-harness smoke, nginx. Installs what it needs when missing:
 ## the venv, the Autobahn client, Debian packages (tests/setup/).
 test: standalone venv
 	$(CARGO) test --workspace
