@@ -8,7 +8,7 @@ use serde_json::value::RawValue;
 
 use crate::channel::Channel;
 use crate::http::publish::{ChannelSel, LocationSel, PublishEvent};
-use crate::hub::publisher::{PublisherHandle, ToPublisher};
+use crate::hub::channels::{PublisherHandle, ToPublisher};
 
 pub const LOCATIONS: [&str; 3] = ["loc-1", "loc-2", "loc-3"];
 

@@ -59,31 +59,40 @@ pub struct EventParts<'a> {
     pub data: &'a RawValue,
 }
 
+/// The event's JSON around its `seq`: everything before the number and
+/// everything after it. The Redis engine hands both to its script, which puts
+/// the `seq` it assigns between them; [`encode_event`] does the same locally,
+/// so the layout is written once.
+pub fn json_around_seq(e: &EventParts<'_>) -> (Vec<u8>, Vec<u8>) {
+    let key_len = e.key.map_or(0, |k| k.len() + 9);
+    let mut prefix = Vec::with_capacity(100 + e.location.len() + e.event_type.len() + key_len);
+    prefix.extend_from_slice(EVENT_PREFIX);
+    prefix.extend_from_slice(br#""channel":""#);
+    prefix.extend_from_slice(e.channel.id().as_bytes());
+    prefix.extend_from_slice(br#"","location_id":""#);
+    prefix.extend_from_slice(e.location.as_bytes());
+    prefix.extend_from_slice(br#"","event_type":""#);
+    prefix.extend_from_slice(e.event_type.as_bytes());
+    if let Some(key) = e.key {
+        prefix.extend_from_slice(br#"","key":""#);
+        prefix.extend_from_slice(key.as_bytes());
+    }
+    prefix.extend_from_slice(br#"","seq":"#);
+    let mut suffix = Vec::with_capacity(40 + e.data.get().len());
+    suffix.extend_from_slice(br#","published_at":"#);
+    suffix.extend_from_slice(itoa::Buffer::new().format(e.published_at_ms).as_bytes());
+    suffix.extend_from_slice(br#","data":"#);
+    suffix.extend_from_slice(e.data.get().as_bytes());
+    suffix.push(b'}');
+    (prefix, suffix)
+}
+
 /// `location_id`, `event_type` and `key` are validated to `[A-Za-z0-9_.:-]`,
 /// so they need no JSON escaping; `data` is JSON already.
 pub fn encode_event(e: &EventParts<'_>) -> Bytes {
-    let key_len = e.key.map_or(0, |k| k.len() + 9);
-    let mut json = Vec::with_capacity(
-        120 + e.location.len() + e.event_type.len() + key_len + e.data.get().len(),
-    );
-    json.extend_from_slice(EVENT_PREFIX);
-    json.extend_from_slice(br#""channel":""#);
-    json.extend_from_slice(e.channel.id().as_bytes());
-    json.extend_from_slice(br#"","location_id":""#);
-    json.extend_from_slice(e.location.as_bytes());
-    json.extend_from_slice(br#"","event_type":""#);
-    json.extend_from_slice(e.event_type.as_bytes());
-    if let Some(key) = e.key {
-        json.extend_from_slice(br#"","key":""#);
-        json.extend_from_slice(key.as_bytes());
-    }
-    json.extend_from_slice(br#"","seq":"#);
+    let (mut json, suffix) = json_around_seq(e);
     json.extend_from_slice(itoa::Buffer::new().format(e.seq).as_bytes());
-    json.extend_from_slice(br#","published_at":"#);
-    json.extend_from_slice(itoa::Buffer::new().format(e.published_at_ms).as_bytes());
-    json.extend_from_slice(br#","data":"#);
-    json.extend_from_slice(e.data.get().as_bytes());
-    json.push(b'}');
+    json.extend_from_slice(&suffix);
     Bytes::from(frame::text(&json))
 }
 

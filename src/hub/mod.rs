@@ -1,6 +1,7 @@
 //! Ordering and fan-out: the publisher thread, stream state, history and last
 //! values, the encode-once event frame, and each loop's subscription index.
 
+pub mod channels;
 pub mod event;
 pub mod last_values;
 pub mod publisher;

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use crossbeam_channel::TrySendError;
 
-use crate::hub::publisher::{PublisherHandle, ToPublisher};
+use crate::hub::channels::{PublisherHandle, ToPublisher};
 use crate::hub::subscriptions::{ConnRef, Subscriptions};
 use crate::metrics::LoopMetrics;
 use crate::server::connection::{Connection, WsKind, WsState};

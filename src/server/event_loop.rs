@@ -16,7 +16,7 @@ use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
 use crate::clock;
-use crate::hub::publisher::{PublisherHandle, SubscribeAck, ToLoop, ToPublisher};
+use crate::hub::channels::{PublisherHandle, SubscribeAck, ToLoop, ToPublisher};
 use crate::hub::subscriptions::ConnRef;
 use crate::server::connection::{Connection, State, Step};
 use crate::server::ctx::Ctx;

@@ -20,7 +20,7 @@ use crate::http::publish::{oversized, parse_body, ChannelSel, LocationSel, Publi
 use crate::http::response::{self, Refusal};
 use crate::http::router::{route, Route};
 use crate::http::upgrade::{check_upgrade, parse_query, request_token, Target, UpgradeContext};
-use crate::hub::publisher::ToPublisher;
+use crate::hub::channels::ToPublisher;
 use crate::server::close::{answer_and_close, begin_closing, refuse};
 use crate::server::connection::{Connection, HttpState, State, Step};
 use crate::server::ctx::Ctx;

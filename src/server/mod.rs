@@ -22,9 +22,8 @@ use mio::{Poll, Waker};
 
 use crate::auth::Verifier;
 use crate::config::{Config, ListenAddr};
-use crate::hub::publisher::{
-    new_epoch, LoopHandle, Publisher, PublisherConfig, PublisherHandle, ToLoop, ToPublisher,
-};
+use crate::hub::channels::{LoopHandle, PublisherHandle, ToLoop, ToPublisher};
+use crate::hub::publisher::{new_epoch, Publisher, PublisherConfig};
 use crate::metrics::Metrics;
 
 pub use listener::BindError;

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use crate::clock;
 use crate::http::response::{self, Refusal};
 use crate::http::upgrade::{Target, Upgrade};
-use crate::hub::publisher::{SubscribeAck, SubscribeRequest, ToPublisher};
+use crate::hub::channels::{SubscribeAck, SubscribeRequest, ToPublisher};
 use crate::hub::subscriptions::ConnRef;
 use crate::server::close::{close_ws, close_ws_until, refuse, slow_consumer};
 use crate::server::connection::{

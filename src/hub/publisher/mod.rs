@@ -9,130 +9,25 @@
 //! publisher may block on a full loop inbox without either side waiting on
 //! the other.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
-use std::thread::Thread;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender, TryRecvError, TrySendError};
-use mio::Waker;
+use crossbeam_channel::{Receiver, TryRecvError};
 
 use crate::channel::Channel;
 use crate::clock;
 use crate::http::publish::{ChannelSel, LocationSel, PublishEvent};
+use crate::hub::channels::{
+    LoopHandle, Recovery, SubscribeAck, SubscribeRequest, ToLoop, ToPublisher,
+};
 use crate::hub::event::{encode_event, Delivery, EventParts, StreamId};
 use crate::hub::streams::{HistEntry, Limits, Streams};
-use crate::hub::subscriptions::ConnRef;
 use crate::metrics::Metrics;
 
 /// Deliveries per message to a loop: big enough to amortise the channel and the
 /// wake-up, small enough that a `*` publish to thousands of streams does not
 /// build one giant allocation.
 const MAX_BATCH: usize = 1024;
-
-/// Messages to the publisher.
-pub enum ToPublisher {
-    Publish(Vec<PublishEvent>),
-    Subscribe(SubscribeRequest),
-    Unsubscribe { loop_id: usize, stream: StreamId },
-    Shutdown,
-}
-
-pub struct SubscribeRequest {
-    pub loop_id: usize,
-    pub conn: ConnRef,
-    pub channel: Channel,
-    pub location: Box<str>,
-    pub since: Option<u64>,
-    pub epoch: Option<String>,
-    /// `snapshot=1`: send the stream's last values (docs/protocol.md §9).
-    pub snapshot: bool,
-}
-
-/// Messages to an event loop.
-pub enum ToLoop {
-    Deliver(Vec<Delivery>),
-    Subscribed(Box<SubscribeAck>),
-    /// Begin the graceful drain (SIGTERM/SIGINT).
-    Drain,
-}
-
-/// The publisher's answer to a subscription. Everything up to `last_seq` is in
-/// `replay` (when recovery was asked for); every live event the loop receives
-/// after this message has a greater seq. That is the whole seam: the channel
-/// to the loop is FIFO and the publisher is the only writer of seq.
-pub struct SubscribeAck {
-    pub conn: ConnRef,
-    pub stream: StreamId,
-    /// The epoch of this stream's history, for `BI_CONNECTION_ESTABLISHED`.
-    pub epoch: String,
-    pub last_seq: u64,
-    /// `Some` when the client sent `since`.
-    pub recovery: Option<Recovery>,
-    /// `Some` when a snapshot is due (asked for, and no complete recovery):
-    /// the last values with seq ≤ `last_seq` that the replay does not carry,
-    /// in ascending seq, as snapshot frames. The loop applies the filter.
-    pub snapshot: Option<Vec<HistEntry>>,
-}
-
-pub struct Recovery {
-    pub entries: Vec<HistEntry>,
-    pub complete: bool,
-}
-
-/// The sending side of the publisher's inbox, for loops and the demo source.
-/// Never blocks: a full inbox is the caller's 503 (or retry).
-#[derive(Clone)]
-pub struct PublisherHandle {
-    tx: Sender<ToPublisher>,
-    /// Set once the publisher thread exists, before any loop runs.
-    thread: Arc<OnceLock<Thread>>,
-}
-
-impl PublisherHandle {
-    pub fn new(tx: Sender<ToPublisher>) -> PublisherHandle {
-        PublisherHandle {
-            tx,
-            thread: Arc::new(OnceLock::new()),
-        }
-    }
-
-    pub fn set_thread(&self, t: Thread) {
-        let _ = self.thread.set(t);
-    }
-
-    pub fn try_send(&self, msg: ToPublisher) -> Result<(), TrySendError<ToPublisher>> {
-        self.tx.try_send(msg)?;
-        if let Some(t) = self.thread.get() {
-            // Cheap when the thread is awake: unpark only sets its token.
-            t.unpark();
-        }
-        Ok(())
-    }
-}
-
-/// The sending side of one loop's inbox.
-#[derive(Clone)]
-pub struct LoopHandle {
-    pub tx: Sender<ToLoop>,
-    pub waker: Arc<Waker>,
-    /// Set when a wake-up is pending, so a burst of sends costs one `write(2)`
-    /// on the loop's eventfd rather than one per message.
-    pub notified: Arc<AtomicBool>,
-}
-
-impl LoopHandle {
-    /// Blocks while the loop's inbox is full (bounded); false once the loop is gone.
-    pub fn send(&self, msg: ToLoop) -> bool {
-        if self.tx.send(msg).is_err() {
-            return false;
-        }
-        if !self.notified.swap(true, Ordering::AcqRel) {
-            let _ = self.waker.wake();
-        }
-        true
-    }
-}
 
 pub struct PublisherConfig {
     pub epoch: String,

@@ -1,0 +1,261 @@
+//! What the Redis engine keeps in Redis, under which names, and the text of
+//! what it stores and publishes (`docs/protocol.md` §10, `docs/cluster.md`).
+//! Pure: names in, bytes in, typed values out.
+//!
+//! Every key of a stream carries the stream in a hash tag, `{channel:location}`,
+//! so that all of them live in one slot:
+//!
+//! | key | type | holds |
+//! |---|---|---|
+//! | `bistream:{dashboard:loc-1}:meta` | hash | `epoch`, `seq` (the counter) |
+//! | `bistream:{dashboard:loc-1}:hist` | list | the last `--history-size` events, oldest first |
+//! | `bistream:{dashboard:loc-1}:last` | hash | key → its newest event |
+//! | `bistream:{dashboard:loc-1}:order` | sorted set | key → seq of its newest event |
+//! | `bistream:{dashboard:loc-1}:events` | channel | every event, as it is numbered |
+//! | `bistream:{dashboard}:live` | sorted set | locations with subscribers on some node → until when |
+//! | `bistream:probe:<node>` | channel | a node's own probe |
+//!
+//! A stored event is `seq \n event_type \n key \n json` (`key` empty when the
+//! event was published without one); a published one adds the epoch after
+//! the seq, so a node learns both without parsing JSON.
+
+use bytes::Bytes;
+
+use crate::channel::Channel;
+
+/// The names of one stream's keys and channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamKeys {
+    pub meta: String,
+    pub hist: String,
+    pub last: String,
+    pub order: String,
+    pub events: String,
+}
+
+impl StreamKeys {
+    pub fn new(channel: Channel, location: &str) -> StreamKeys {
+        let base = format!("bistream:{{{}:{location}}}", channel.id());
+        StreamKeys {
+            meta: format!("{base}:meta"),
+            hist: format!("{base}:hist"),
+            last: format!("{base}:last"),
+            order: format!("{base}:order"),
+            events: format!("{base}:events"),
+        }
+    }
+
+    /// The four keys, in the order the scripts take them.
+    pub fn keys(&self) -> [&str; 4] {
+        [&self.meta, &self.hist, &self.last, &self.order]
+    }
+}
+
+/// The set of locations of `channel` that have subscribers somewhere.
+pub fn live_key(channel: Channel) -> String {
+    format!("bistream:{{{}}}:live", channel.id())
+}
+
+/// The channel a node publishes its probe on, and listens to.
+pub fn probe_channel(node: &str) -> String {
+    format!("bistream:probe:{node}")
+}
+
+/// The stream an events channel belongs to.
+pub fn parse_events_channel(name: &[u8]) -> Option<(Channel, &str)> {
+    let s = std::str::from_utf8(name).ok()?;
+    let inner = s.strip_prefix("bistream:{")?.strip_suffix("}:events")?;
+    let (channel, location) = inner.split_once(':')?;
+    Some((Channel::from_id(channel)?, location))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum WireError {
+    #[error("stored event has too few fields")]
+    Fields,
+    #[error("stored event has a bad seq")]
+    Seq,
+    #[error("stored event is not UTF-8 where text is expected")]
+    Text,
+}
+
+/// One numbered event as Redis holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored {
+    pub seq: u64,
+    pub event_type: String,
+    /// The key it was published with; `None`: its event type is its key.
+    pub key: Option<String>,
+    /// The event message, `seq` and all.
+    pub json: Bytes,
+}
+
+impl Stored {
+    /// The last-value key: the published key, or the event type.
+    pub fn effective_key(&self) -> &str {
+        self.key.as_deref().unwrap_or(&self.event_type)
+    }
+}
+
+/// A stored event with the epoch it was numbered in: what the channel carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    pub epoch: String,
+    pub event: Stored,
+}
+
+fn field<'a>(it: &mut impl Iterator<Item = &'a [u8]>) -> Result<&'a [u8], WireError> {
+    it.next().ok_or(WireError::Fields)
+}
+
+fn text(b: &[u8]) -> Result<String, WireError> {
+    std::str::from_utf8(b)
+        .map(str::to_string)
+        .map_err(|_| WireError::Text)
+}
+
+fn seq(b: &[u8]) -> Result<u64, WireError> {
+    std::str::from_utf8(b)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .ok_or(WireError::Seq)
+}
+
+fn rest(b: &[u8], fields_before: usize) -> Result<Bytes, WireError> {
+    let mut at = 0;
+    for _ in 0..fields_before {
+        let nl = b[at..]
+            .iter()
+            .position(|&c| c == b'\n')
+            .ok_or(WireError::Fields)?;
+        at += nl + 1;
+    }
+    Ok(Bytes::copy_from_slice(&b[at..]))
+}
+
+/// `seq \n event_type \n key \n json`.
+pub fn parse_stored(b: &[u8]) -> Result<Stored, WireError> {
+    let mut it = b.splitn(4, |&c| c == b'\n');
+    let seq = seq(field(&mut it)?)?;
+    let event_type = text(field(&mut it)?)?;
+    let key = text(field(&mut it)?)?;
+    field(&mut it)?;
+    Ok(Stored {
+        seq,
+        event_type,
+        key: (!key.is_empty()).then_some(key),
+        json: rest(b, 3)?,
+    })
+}
+
+/// `seq \n epoch \n event_type \n key \n json`.
+pub fn parse_message(b: &[u8]) -> Result<Message, WireError> {
+    let mut it = b.splitn(5, |&c| c == b'\n');
+    let seq = seq(field(&mut it)?)?;
+    let epoch = text(field(&mut it)?)?;
+    let event_type = text(field(&mut it)?)?;
+    let key = text(field(&mut it)?)?;
+    field(&mut it)?;
+    Ok(Message {
+        epoch,
+        event: Stored {
+            seq,
+            event_type,
+            key: (!key.is_empty()).then_some(key),
+            json: rest(b, 4)?,
+        },
+    })
+}
+
+/// FNV-1a, 64 bits: a hash every node computes the same way whatever it was
+/// built with (the standard library's hasher may change between releases).
+pub fn fnv1a(parts: &[&[u8]]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for p in parts {
+        for &b in *p {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        // A separator, so that ("ab","c") and ("a","bc") differ.
+        h ^= 0xff;
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+/// The Redis instance a stream lives on: rendezvous hashing over the
+/// instances' URLs, so every node picks the same one whatever order it was
+/// given them in, and adding an instance moves only the streams it wins.
+pub fn shard_of(channel: Channel, location: &str, shards: &[String]) -> usize {
+    shards
+        .iter()
+        .enumerate()
+        .max_by_key(|(_, url)| {
+            fnv1a(&[
+                url.as_bytes(),
+                channel.id().as_bytes(),
+                location.as_bytes(),
+            ])
+        })
+        .map_or(0, |(i, _)| i)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_carry_the_stream_in_a_hash_tag() {
+        let k = StreamKeys::new(Channel::RevenueIntelligence, "loc:1");
+        assert_eq!(k.meta, "bistream:{revenue-intelligence:loc:1}:meta");
+        assert_eq!(k.events, "bistream:{revenue-intelligence:loc:1}:events");
+        for key in k.keys() {
+            assert!(key.contains("{revenue-intelligence:loc:1}"));
+        }
+        assert_eq!(
+            parse_events_channel(k.events.as_bytes()),
+            Some((Channel::RevenueIntelligence, "loc:1"))
+        );
+        assert_eq!(parse_events_channel(b"bistream:{nope:x}:events"), None);
+        assert_eq!(parse_events_channel(b"bistream:probe:n"), None);
+        assert_eq!(live_key(Channel::Dashboard), "bistream:{dashboard}:live");
+    }
+
+    #[test]
+    fn stored_and_published_events_round_trip() {
+        let s = parse_stored(b"42\nREVENUE\n\n{\"a\":\"x\\ny\"}").unwrap();
+        assert_eq!(s.seq, 42);
+        assert_eq!(s.event_type, "REVENUE");
+        assert_eq!(s.key, None);
+        assert_eq!(s.effective_key(), "REVENUE");
+        assert_eq!(&s.json[..], b"{\"a\":\"x\\ny\"}");
+        let m = parse_message(b"7\nep-1\nE\nk1\n{}\n").unwrap();
+        assert_eq!(m.epoch, "ep-1");
+        assert_eq!(m.event.seq, 7);
+        assert_eq!(m.event.key.as_deref(), Some("k1"));
+        assert_eq!(&m.event.json[..], b"{}\n");
+        for bad in [&b""[..], b"x\nE\n\n{}", b"1\nE", b"1\n\xff\n\n{}"] {
+            assert!(parse_stored(bad).is_err(), "{bad:?}");
+        }
+        assert!(parse_message(b"1\ne\nE\n").is_err());
+    }
+
+    #[test]
+    fn shards_are_stable_and_spread() {
+        let urls: Vec<String> = (0..3).map(|i| format!("redis://10.0.0.{i}:6379")).collect();
+        let mut rev = urls.clone();
+        rev.reverse();
+        let mut counts = [0usize; 3];
+        for i in 0..3000 {
+            let loc = format!("loc-{i}");
+            let a = shard_of(Channel::Dashboard, &loc, &urls);
+            let b = shard_of(Channel::Dashboard, &loc, &rev);
+            assert_eq!(urls[a], rev[b], "order of the URLs must not matter");
+            counts[a] += 1;
+        }
+        assert!(counts.iter().all(|&c| c > 800), "{counts:?}");
+        assert_eq!(shard_of(Channel::Dashboard, "x", &urls[..1]), 0);
+        // The hash is fixed: a change here would move every stream.
+        assert_eq!(fnv1a(&[b"a"]), 0x089b_e707_b8d3_5a68);
+    }
+}
