@@ -25,6 +25,9 @@ pub const DEFAULT_HISTORY_TTL: Duration = Duration::from_secs(600);
 pub const DEFAULT_JWT_LEEWAY: Duration = Duration::from_secs(5);
 pub const DEFAULT_LAST_VALUES: usize = 256;
 pub const DEFAULT_LAST_VALUES_MAX_BYTES: usize = 64 << 20;
+pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
+pub const DEFAULT_ENGINE_PROBE_INTERVAL: Duration = Duration::from_secs(5);
+pub const DEFAULT_REDIS_TIMEOUT: Duration = Duration::from_secs(2);
 /// The publish API's limits are part of the contract (docs/protocol.md §5), so they are not flags.
 pub const MAX_PUBLISH_BODY: usize = 1 << 20;
 pub const MAX_PUBLISH_EVENTS: usize = 1000;
@@ -224,6 +227,29 @@ pub struct ServerArgs {
     #[arg(global = true, long, env = "BISTREAM_LAST_VALUES_MAX_BYTES", default_value = "64MiB", value_parser = parse_size)]
     pub last_values_max_bytes: usize,
 
+    /// Where stream state lives: `memory` (this process) or `redis` (shared by every node).
+    #[arg(
+        global = true,
+        long,
+        env = "BISTREAM_ENGINE",
+        value_enum,
+        default_value = "memory"
+    )]
+    pub engine: crate::engine::EngineKind,
+
+    /// Redis instance of the redis engine: redis://HOST:PORT[/DB] or unix:///path (repeatable:
+    /// streams are spread over the instances).
+    #[arg(global = true, long = "redis-url", env = "BISTREAM_REDIS_URL", value_delimiter = ',', default_value = DEFAULT_REDIS_URL)]
+    pub redis_urls: Vec<String>,
+
+    /// How often a node probes its Redis subscription; a link silent for two intervals is remade.
+    #[arg(global = true, long, env = "BISTREAM_ENGINE_PROBE_INTERVAL", default_value = "5s", value_parser = parse_duration)]
+    pub engine_probe_interval: Duration,
+
+    /// Longest wait for one Redis round trip before the engine counts as unreachable.
+    #[arg(global = true, long, env = "BISTREAM_REDIS_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
+    pub redis_timeout: Duration,
+
     /// HS256 secret (at least 32 bytes). Without one the server runs open, on loopback only.
     #[arg(global = true, long, env = "JWT_SECRET_KEY", hide_env_values = true)]
     pub jwt_secret: Option<String>,
@@ -328,6 +354,8 @@ pub enum ConfigError {
     PreviousWithoutCurrent,
     #[error(transparent)]
     Secret(#[from] crate::auth::SecretError),
+    #[error("--redis-url `{0}`: {1} (write redis://HOST:PORT[/DB] or unix:///path)")]
+    RedisUrl(String, String),
     #[error(
         "no JWT_SECRET_KEY and a non-loopback listener ({0}): refusing to run open to the network; \
          set JWT_SECRET_KEY (or --jwt-secret-file) or pass --allow-anonymous"
@@ -354,6 +382,10 @@ pub struct Config {
     pub history_ttl: Duration,
     pub last_values: usize,
     pub last_values_max_bytes: usize,
+    pub engine: crate::engine::EngineKind,
+    pub redis_urls: Vec<String>,
+    pub engine_probe_interval: Duration,
+    pub redis_timeout: Duration,
     /// `None`: the server runs open (no tokens checked).
     pub auth: Option<AuthConfig>,
     pub allowed_origins: Vec<String>,
@@ -538,6 +570,32 @@ impl Config {
         )?;
         min("max-connections", a.max_connections != Some(0), "1")?;
         min(
+            "engine-probe-interval",
+            a.engine_probe_interval >= Duration::from_millis(50),
+            "50ms",
+        )?;
+        min(
+            "redis-timeout",
+            a.redis_timeout >= Duration::from_millis(10),
+            "10ms",
+        )?;
+        if a.engine == crate::engine::EngineKind::Redis {
+            for url in &a.redis_urls {
+                if let Err(e) = redis::Client::open(url.as_str()) {
+                    return Err(ConfigError::RedisUrl(
+                        crate::engine::redact(url),
+                        e.to_string(),
+                    ));
+                }
+            }
+            if a.redis_urls.is_empty() {
+                return Err(ConfigError::RedisUrl(
+                    String::new(),
+                    "no --redis-url given".into(),
+                ));
+            }
+        }
+        min(
             "max-connections-per-ip",
             a.max_connections_per_ip != Some(0),
             "1",
@@ -602,6 +660,10 @@ impl Config {
             history_ttl: a.history_ttl,
             last_values: a.last_values,
             last_values_max_bytes: a.last_values_max_bytes,
+            engine: a.engine,
+            redis_urls: a.redis_urls.clone(),
+            engine_probe_interval: a.engine_probe_interval,
+            redis_timeout: a.redis_timeout,
             auth,
             allowed_origins: a.allowed_origins.clone(),
             enable_echo: a.enable_echo,

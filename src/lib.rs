@@ -23,7 +23,8 @@
 //! - [`channel`]: the six channels and the id syntax.
 //! - [`http`]: request heads, routes, upgrade checks, publish bodies, responses.
 //! - [`ws`]: client frame reader, server frames, messages, the outbound queue.
-//! - [`hub`]: the publisher thread, streams and history, subscriptions.
+//! - [`hub`]: the publisher thread, streams, history and last values, subscriptions.
+//! - [`engine`]: where stream state lives with `--engine redis` (several nodes).
 //! - [`server`]: start-up, the event loops, connection phases, closing, drain.
 //! - [`auth`]: HS256 token checks (pure).
 //! - [`clock`]: wall-clock ms for the wire, monotonic ns stamps for latency.
@@ -39,6 +40,7 @@ pub mod clock;
 pub mod config;
 pub mod console;
 pub mod demo;
+pub mod engine;
 pub mod http;
 pub mod hub;
 pub mod metrics;

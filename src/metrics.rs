@@ -27,6 +27,8 @@ pub const PUBLISH_REQUESTS_TOTAL: &str = "bistream_publish_requests_total";
 pub const EVENTS_CONFLATED_TOTAL: &str = "bistream_events_conflated_total";
 pub const LAST_VALUES: &str = "bistream_last_values";
 pub const LAST_VALUES_BYTES: &str = "bistream_last_values_bytes";
+pub const ENGINE_UP: &str = "bistream_engine_up";
+pub const ENGINE_RESYNCS_TOTAL: &str = "bistream_engine_resyncs_total";
 
 /// 100 µs to 10 s, as the contract asks.
 pub const LATENCY_BUCKETS: [f64; 16] = [
@@ -54,6 +56,8 @@ pub struct Metrics {
     pub events_conflated: IntCounter,
     pub last_values: IntGauge,
     pub last_values_bytes: IntGauge,
+    pub engine_up: IntGauge,
+    pub engine_resyncs: IntCounterVec,
 }
 
 fn must<T>(r: prometheus::Result<T>) -> T {
@@ -136,6 +140,17 @@ impl Metrics {
             LAST_VALUES_BYTES,
             "Bytes of last values held (frames and bookkeeping)",
         ));
+        let engine_up = must(IntGauge::new(
+            ENGINE_UP,
+            "1 while the engine that holds the streams' state is reachable (always 1 for memory)",
+        ));
+        let engine_resyncs = must(IntCounterVec::new(
+            Opts::new(
+                ENGINE_RESYNCS_TOTAL,
+                "Streams caught up from Redis after a gap or a lost link, by outcome",
+            ),
+            &["outcome"],
+        ));
         for c in [
             Box::new(connections.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(connections_total.clone()),
@@ -152,6 +167,8 @@ impl Metrics {
             Box::new(events_conflated.clone()),
             Box::new(last_values.clone()),
             Box::new(last_values_bytes.clone()),
+            Box::new(engine_up.clone()),
+            Box::new(engine_resyncs.clone()),
         ] {
             must(registry.register(c));
         }
@@ -161,6 +178,10 @@ impl Metrics {
         }
         for complete in ["true", "false"] {
             recoveries.with_label_values(&[complete]).inc_by(0);
+        }
+        engine_up.set(1);
+        for outcome in ["caught_up", "resync", "new_epoch"] {
+            engine_resyncs.with_label_values(&[outcome]).inc_by(0);
         }
         Metrics {
             registry,
@@ -179,6 +200,8 @@ impl Metrics {
             events_conflated,
             last_values,
             last_values_bytes,
+            engine_up,
+            engine_resyncs,
         }
     }
 

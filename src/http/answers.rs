@@ -211,6 +211,17 @@ impl Refusal {
             .with_headers(RETRY_AFTER)
     }
 
+    /// 503 with `--engine redis` while Redis cannot be reached (§10): publishes,
+    /// upgrades and `/readyz` alike.
+    pub fn engine_unavailable() -> Refusal {
+        Refusal::new(
+            503,
+            "engine_unavailable",
+            "the server cannot reach its Redis engine; retry shortly",
+        )
+        .with_headers(RETRY_AFTER)
+    }
+
     pub fn publisher_gone() -> Refusal {
         Refusal::unavailable("the server is shutting down")
     }
@@ -229,6 +240,7 @@ mod tests {
             Refusal::subscribe_busy(),
             Refusal::publisher_behind(),
             Refusal::publisher_gone(),
+            Refusal::engine_unavailable(),
         ] {
             assert_eq!(r.status, 503);
             assert!(r.extra_headers.contains("Retry-After"), "{r:?}");

@@ -10,7 +10,9 @@ use crossbeam_channel::{Sender, TrySendError};
 use mio::Waker;
 
 use crate::channel::Channel;
+use crate::engine::EngineEvent;
 use crate::http::publish::PublishEvent;
+use crate::http::response::Refusal;
 use crate::hub::event::{Delivery, StreamId};
 use crate::hub::streams::HistEntry;
 use crate::hub::subscriptions::ConnRef;
@@ -19,7 +21,12 @@ use crate::hub::subscriptions::ConnRef;
 pub enum ToPublisher {
     Publish(Vec<PublishEvent>),
     Subscribe(SubscribeRequest),
-    Unsubscribe { loop_id: usize, stream: StreamId },
+    Unsubscribe {
+        loop_id: usize,
+        stream: StreamId,
+    },
+    /// What the Redis engine's threads report (`--engine redis`).
+    Engine(Box<EngineEvent>),
     Shutdown,
 }
 
@@ -38,6 +45,15 @@ pub struct SubscribeRequest {
 pub enum ToLoop {
     Deliver(Vec<Delivery>),
     Subscribed(Box<SubscribeAck>),
+    /// The Redis engine's answer to a publish request of this loop.
+    Published {
+        conn: ConnRef,
+        result: Result<usize, Refusal>,
+    },
+    /// The stream's numbering could not be continued (its state in Redis was
+    /// lost, or events were missed that history no longer holds): close its
+    /// connections with 4010 so that their clients resume (§10).
+    Resync(StreamId),
     /// Begin the graceful drain (SIGTERM/SIGINT).
     Drain,
 }
@@ -88,11 +104,25 @@ impl PublisherHandle {
 
     pub fn try_send(&self, msg: ToPublisher) -> Result<(), TrySendError<ToPublisher>> {
         self.tx.try_send(msg)?;
+        self.wake();
+        Ok(())
+    }
+
+    /// For the engine's own threads, which may wait: the publisher never
+    /// waits on them (it only `try_send`s to them), so this cannot deadlock.
+    pub fn send_blocking(&self, msg: ToPublisher) -> bool {
+        if self.tx.send(msg).is_err() {
+            return false;
+        }
+        self.wake();
+        true
+    }
+
+    fn wake(&self) {
         if let Some(t) = self.thread.get() {
             // Cheap when the thread is awake: unpark only sets its token.
             t.unpark();
         }
-        Ok(())
     }
 }
 
@@ -118,4 +148,3 @@ impl LoopHandle {
         true
     }
 }
-

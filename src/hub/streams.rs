@@ -149,6 +149,60 @@ impl Streams {
         id
     }
 
+    /// The stream of `(channel, location)`, if it is known.
+    pub fn find(&self, channel: Channel, location: &str) -> Option<StreamId> {
+        self.by_key[channel.index()].get(location).copied()
+    }
+
+    /// Replaces a stream's state with what the Redis engine holds: epoch,
+    /// counter, history (oldest first) and last values (oldest first).
+    pub fn load(
+        &mut self,
+        id: StreamId,
+        epoch: &str,
+        seq: u64,
+        history: Vec<(Arc<str>, HistEntry)>,
+        last_values: Vec<(Arc<str>, HistEntry)>,
+    ) {
+        self.last_values.forget(id);
+        let Some(s) = self.by_id.get_mut(&id) else {
+            return;
+        };
+        s.epoch = Arc::from(epoch);
+        s.seq = seq;
+        for e in s.ring.drain(..) {
+            self.bytes -= e.frame.len();
+            self.entries -= 1;
+        }
+        for (key, e) in last_values {
+            self.last_values.record(
+                id,
+                key,
+                LastValue::new(e.seq, e.event_type.clone(), e.frame.clone()),
+            );
+        }
+        let keep = history.len().saturating_sub(self.history_size);
+        for (_, e) in history.into_iter().skip(keep) {
+            self.push_history(id, e);
+        }
+        self.forget_emptied();
+    }
+
+    /// Records an event numbered elsewhere (by the Redis engine): the stream's
+    /// seq becomes `entry.seq`. The caller checked it is the next one.
+    pub fn record_numbered(&mut self, id: StreamId, key: Arc<str>, entry: HistEntry, now: Instant) {
+        if let Some(s) = self.by_id.get_mut(&id) {
+            s.seq = entry.seq;
+            s.idle_since = now;
+        }
+        self.record(id, key, entry);
+    }
+
+    /// Drops a stream now (the Redis engine forgets what it no longer watches).
+    pub fn drop_stream(&mut self, id: StreamId) {
+        self.forget(id);
+    }
+
     /// Streams of `channel` that have subscribers somewhere.
     pub fn live(&self, channel: Channel) -> Vec<StreamId> {
         self.live[channel.index()].iter().copied().collect()
@@ -181,6 +235,13 @@ impl Streams {
             }
             return;
         }
+        self.push_history(id, entry);
+    }
+
+    fn push_history(&mut self, id: StreamId, entry: HistEntry) {
+        if self.history_size == 0 {
+            return;
+        }
         let Some(s) = self.by_id.get_mut(&id) else {
             return;
         };
@@ -196,6 +257,14 @@ impl Streams {
             }
         }
         self.enforce_byte_cap();
+    }
+
+    /// The history entry of `seq`, if it is still held.
+    pub fn entry(&self, id: StreamId, seq: u64) -> Option<&HistEntry> {
+        let s = self.by_id.get(&id)?;
+        let first = s.ring.front()?.seq;
+        let e = s.ring.get(usize::try_from(seq.checked_sub(first)?).ok()?)?;
+        (e.seq == seq).then_some(e)
     }
 
     fn enforce_byte_cap(&mut self) {

@@ -20,6 +20,7 @@ use std::time::Instant;
 use crate::auth::Claims;
 use crate::channel::Channel;
 use crate::http::framing::RequestFramer;
+use crate::http::head::RequestHead;
 use crate::http::upgrade::Upgrade;
 use crate::hub::event::StreamId;
 use crate::server::socket::{Peer, Socket};
@@ -86,6 +87,9 @@ pub(crate) struct HttpState {
     /// The answers queued for this client passed the queue bound (it pipelines
     /// without reading): no more of its requests are read until they drain.
     pub(crate) paused: bool,
+    /// A publish handed to the Redis engine, waiting for its answer: the
+    /// requests behind it wait too, so that answers keep their order.
+    pub(crate) awaiting: Option<Box<RequestHead>>,
 }
 
 /// Upgrade accepted; waiting for the publisher to register the subscription.
@@ -158,7 +162,7 @@ impl Connection {
 
     /// Reading from the socket is on hold (HTTP answers waiting to drain).
     pub(crate) fn read_paused(&self) -> bool {
-        matches!(&self.state, State::Http(h) if h.paused)
+        matches!(&self.state, State::Http(h) if h.paused || h.awaiting.is_some())
     }
 }
 

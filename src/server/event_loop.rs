@@ -371,6 +371,8 @@ impl EventLoop {
                     }
                 }
                 Ok(ToLoop::Subscribed(ack)) => self.on_subscribed(*ack),
+                Ok(ToLoop::Published { conn, result }) => self.on_published(conn, result),
+                Ok(ToLoop::Resync(stream)) => self.resync(stream),
                 Ok(ToLoop::Drain) => self.start_drain(),
                 Err(_) => return,
             }
@@ -401,6 +403,32 @@ impl EventLoop {
         };
         let step = ws_conn::on_subscribed(conn, key, &mut self.cx, ack);
         self.apply(key, step);
+    }
+
+    fn on_published(&mut self, c: ConnRef, result: Result<usize, crate::http::response::Refusal>) {
+        let key = c.key as usize;
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        if conn.gen != c.gen {
+            return;
+        }
+        let step = http_conn::on_published(conn, key, &mut self.cx, result);
+        self.apply(key, step);
+    }
+
+    /// The stream's numbering could not be continued: its clients resume (4010).
+    fn resync(&mut self, stream: crate::hub::event::StreamId) {
+        let members: Vec<ConnRef> = self.cx.subs.get(stream).to_vec();
+        for c in members {
+            let key = c.key as usize;
+            if let Some(conn) = self.conns.get_mut(key) {
+                if conn.gen == c.gen {
+                    ws_conn::resync(conn, key, &mut self.cx);
+                    self.after(key);
+                }
+            }
+        }
     }
 
     fn start_drain(&mut self) {

@@ -12,6 +12,7 @@ use crossbeam_channel::TrySendError;
 
 use crate::auth::{AuthError, Claims};
 use crate::channel::Channel;
+use crate::clock;
 use crate::config::MAX_PUBLISH_BODY;
 use crate::http::client_addr::client_ip;
 use crate::http::framing::{Framed, FramingError, RequestFramer};
@@ -21,6 +22,7 @@ use crate::http::response::{self, Refusal};
 use crate::http::router::{route, Route};
 use crate::http::upgrade::{check_upgrade, parse_query, request_token, Target, UpgradeContext};
 use crate::hub::channels::ToPublisher;
+use crate::hub::subscriptions::ConnRef;
 use crate::server::close::{answer_and_close, begin_closing, refuse};
 use crate::server::connection::{Connection, HttpState, State, Step};
 use crate::server::ctx::Ctx;
@@ -38,6 +40,7 @@ pub(crate) fn new_state(cx: &Ctx) -> Box<HttpState> {
         framer: RequestFramer::new(config.max_head_size, MAX_PUBLISH_BODY),
         claims: None,
         paused: false,
+        awaiting: None,
     })
 }
 
@@ -60,7 +63,7 @@ pub(crate) fn on_input(conn: &mut Connection, key: usize, cx: &mut Ctx) -> Step 
         let State::Http(h) = state else {
             break Step::Wait;
         };
-        if h.paused {
+        if h.paused || h.awaiting.is_some() {
             break Step::Wait;
         }
         if budget == 0 {
@@ -141,6 +144,13 @@ pub(crate) fn on_timer(conn: &mut Connection, key: usize, cx: &mut Ctx) -> Step 
     };
     if cx.now < h.deadline {
         return Step::Wait;
+    }
+    if h.awaiting.is_some() {
+        log::warn!(
+            "publish on {} not answered by the engine in time",
+            conn.peer
+        );
+        return Step::Remove;
     }
     if conn.inbuf.is_empty() && h.framer.is_idle() {
         // An idle keep-alive connection is simply closed; one that never sent
@@ -262,7 +272,7 @@ fn dispatch(conn: &mut Connection, key: usize, cx: &mut Ctx, head: &RequestHead)
             &serde_json::json!({"status": "ok"}),
             keep_alive(cx, head),
         ),
-        Route::Readyz => readyz(cx.draining.is_some(), keep_alive(cx, head)),
+        Route::Readyz => readyz(cx, keep_alive(cx, head)),
         Route::Metrics => response::response(
             200,
             "text/plain; version=0.0.4; charset=utf-8",
@@ -287,10 +297,17 @@ fn dispatch(conn: &mut Connection, key: usize, cx: &mut Ctx, head: &RequestHead)
     respond(conn, key, cx, head, body)
 }
 
-/// 503 while draining, so that a load balancer stops sending new clients (docs/protocol.md §6).
-fn readyz(draining: bool, keep_alive: bool) -> Vec<u8> {
-    if draining {
+/// 503 while draining (docs/protocol.md §6) or while the Redis engine cannot
+/// be reached (§10), so that a load balancer stops sending new clients.
+fn readyz(cx: &Ctx, keep_alive: bool) -> Vec<u8> {
+    if cx.draining.is_some() {
         response::json(503, &serde_json::json!({"status": "draining"}), false)
+    } else if cx.shared.engine.as_ref().is_some_and(|e| !e.all_up()) {
+        response::json(
+            503,
+            &serde_json::json!({"status": "engine_unavailable"}),
+            keep_alive,
+        )
     } else {
         response::json(200, &serde_json::json!({"status": "ready"}), keep_alive)
     }
@@ -344,8 +361,14 @@ fn upgrade(
             conn.ip_slot = per_ip.try_acquire(ip);
         }
     }
+    let engine_down = match (&target, &shared.engine) {
+        (Target::Stream { channel, location }, Some(e)) => !e.up_for(*channel, location),
+        _ => false,
+    };
     let busy = if cx.draining.is_some() {
         Some(Refusal::draining())
+    } else if engine_down {
+        Some(Refusal::engine_unavailable())
     } else if conn.over_limit {
         Some(Refusal::connection_limit())
     } else if per_ip.enabled() && conn.client.is_some() && !conn.ip_slot {
@@ -382,7 +405,8 @@ fn publish_failed(conn: &mut Connection, key: usize, cx: &mut Ctx, r: Refusal) {
     answer_and_close(conn, key, cx, r.to_response(false));
 }
 
-/// The body is in: validate, hand to the publisher, answer 202.
+/// The body is in: validate, hand to the publisher (or the Redis engine,
+/// whose answer comes later: [`on_published`]), answer 202.
 fn publish(
     conn: &mut Connection,
     key: usize,
@@ -391,7 +415,64 @@ fn publish(
     claims: Option<&Claims>,
     body: &[u8],
 ) -> Next {
-    let (status, bytes) = match publish_result(cx, claims, body) {
+    let result = match publish_result(cx, claims, body) {
+        Ok(Accepted::Later(events)) => {
+            let engine = cx.shared.engine.clone();
+            let Some(engine) = engine else {
+                return Next::Stop;
+            };
+            let conn_ref = ConnRef {
+                key: key as u32,
+                gen: conn.gen,
+            };
+            match engine.publish(events, cx.id, conn_ref, clock::wall_ms()) {
+                Ok(()) => {
+                    // The engine answers within its I/O timeout; the deadline
+                    // only guards against a bug leaving the connection forever.
+                    let deadline = cx.now + cx.shared.config.handshake_timeout;
+                    if let State::Http(h) = &mut conn.state {
+                        h.awaiting = Some(Box::new(head.clone()));
+                        h.deadline = deadline;
+                    }
+                    return Next::Stop;
+                }
+                Err(r) => Err(r),
+            }
+        }
+        Ok(Accepted::Now(n)) => Ok(n),
+        Err(r) => Err(r),
+    };
+    answer_publish(conn, key, cx, head, result)
+}
+
+/// The Redis engine answered a publish of this connection.
+pub(crate) fn on_published(
+    conn: &mut Connection,
+    key: usize,
+    cx: &mut Ctx,
+    result: Result<usize, Refusal>,
+) -> Step {
+    let State::Http(h) = &mut conn.state else {
+        return Step::Wait;
+    };
+    let Some(head) = h.awaiting.take() else {
+        return Step::Wait;
+    };
+    match answer_publish(conn, key, cx, &head, result) {
+        // Requests pipelined behind it are read now.
+        Next::More => Step::Again,
+        _ => Step::Wait,
+    }
+}
+
+fn answer_publish(
+    conn: &mut Connection,
+    key: usize,
+    cx: &mut Ctx,
+    head: &RequestHead,
+    result: Result<usize, Refusal>,
+) -> Next {
+    let (status, bytes) = match result {
         Ok(n) => (
             202,
             response::json(
@@ -422,7 +503,15 @@ fn publish_auth(cx: &Ctx, head: &RequestHead) -> Result<Option<Claims>, Refusal>
     Ok(Some(claims))
 }
 
-fn publish_result(cx: &mut Ctx, claims: Option<&Claims>, body: &[u8]) -> Result<usize, Refusal> {
+/// How a valid publish is accepted.
+enum Accepted {
+    /// By the publisher of this process (memory engine): answer now.
+    Now(usize),
+    /// By the Redis engine, which answers once Redis holds every event.
+    Later(Vec<PublishEvent>),
+}
+
+fn publish_result(cx: &mut Ctx, claims: Option<&Claims>, body: &[u8]) -> Result<Accepted, Refusal> {
     // A draining instance's clients are all being closed: an event accepted now
     // would reach nobody. 503 tells the publisher to retry on another instance.
     if cx.draining.is_some() {
@@ -442,10 +531,13 @@ fn publish_result(cx: &mut Ctx, claims: Option<&Claims>, body: &[u8]) -> Result<
     }
     let n = events.len();
     if n == 0 {
-        return Ok(0);
+        return Ok(Accepted::Now(0));
+    }
+    if cx.shared.engine.is_some() {
+        return Ok(Accepted::Later(events));
     }
     match cx.publisher.try_send(ToPublisher::Publish(events)) {
-        Ok(()) => Ok(n),
+        Ok(()) => Ok(Accepted::Now(n)),
         Err(TrySendError::Full(_)) => Err(Refusal::publisher_behind()),
         Err(TrySendError::Disconnected(_)) => Err(Refusal::publisher_gone()),
     }

@@ -22,6 +22,7 @@ use mio::{Poll, Waker};
 
 use crate::auth::Verifier;
 use crate::config::{Config, ListenAddr};
+use crate::engine::{EngineKind, RedisEngine, RedisSettings};
 use crate::hub::channels::{LoopHandle, PublisherHandle, ToLoop, ToPublisher};
 use crate::hub::publisher::{new_epoch, Publisher, PublisherConfig};
 use crate::metrics::Metrics;
@@ -62,6 +63,8 @@ pub struct Shared {
     pub epoch: String,
     /// Connections per client address, across loops (`--max-connections-per-ip`).
     pub(crate) per_ip: per_ip::PerIp,
+    /// `--engine redis`: where publishes go and whether Redis can be reached.
+    pub(crate) engine: Option<Arc<crate::engine::RedisEngine>>,
     /// The previous metrics sample behind `GET /api/stats` (with `--console`).
     pub(crate) stats: crate::console::StatsWindow,
 }
@@ -87,22 +90,13 @@ pub fn start(config: Config) -> Result<Server, StartError> {
         Some(a) => Some(Verifier::new(&a.secret, a.previous.as_deref(), a.leeway)?),
         None => None,
     };
-    let shared = Arc::new(Shared {
-        metrics: metrics.clone(),
-        verifier,
-        open: AtomicUsize::new(0),
-        draining: AtomicBool::new(false),
-        epoch: new_epoch(),
-        per_ip: per_ip::PerIp::new(config.max_connections_per_ip),
-        stats: crate::console::StatsWindow::new(&metrics),
-        config,
-    });
-
+    let epoch = new_epoch();
     let (tx, publisher_rx) = crossbeam_channel::bounded(PUBLISHER_INBOX);
     let publisher_tx = PublisherHandle::new(tx);
+    // Each loop's poll and inbox first: the engine answers publishes on them.
     let mut handles = Vec::new();
-    let mut loops = Vec::new();
-    for (id, listeners) in bound.per_loop.into_iter().enumerate() {
+    let mut parts = Vec::new();
+    for listeners in bound.per_loop {
         let poll = Poll::new().map_err(StartError::Poll)?;
         let waker =
             Arc::new(Waker::new(poll.registry(), event_loop::WAKER).map_err(StartError::Poll)?);
@@ -113,6 +107,41 @@ pub fn start(config: Config) -> Result<Server, StartError> {
             waker,
             notified: notified.clone(),
         });
+        parts.push((poll, listeners, rx, notified));
+    }
+    let engine = match config.engine {
+        EngineKind::Memory => None,
+        EngineKind::Redis => Some(Arc::new(
+            RedisEngine::start(
+                RedisSettings {
+                    urls: config.redis_urls.clone(),
+                    probe_interval: config.engine_probe_interval,
+                    io_timeout: config.redis_timeout,
+                    history_size: config.history_size,
+                    last_values: config.last_values,
+                    ttl: config.history_ttl,
+                    node: epoch.clone(),
+                },
+                handles.clone(),
+                publisher_tx.clone(),
+                metrics.clone(),
+            )
+            .map_err(StartError::Thread)?,
+        )),
+    };
+    let shared = Arc::new(Shared {
+        metrics: metrics.clone(),
+        verifier,
+        open: AtomicUsize::new(0),
+        draining: AtomicBool::new(false),
+        epoch,
+        per_ip: per_ip::PerIp::new(config.max_connections_per_ip),
+        engine: engine.clone(),
+        stats: crate::console::StatsWindow::new(&metrics),
+        config,
+    });
+    let mut loops = Vec::new();
+    for (id, (poll, listeners, rx, notified)) in parts.into_iter().enumerate() {
         let el = event_loop::EventLoop::new(
             id,
             poll,
@@ -139,6 +168,10 @@ pub fn start(config: Config) -> Result<Server, StartError> {
         handles.clone(),
         metrics,
     );
+    let publisher = match engine {
+        Some(e) => publisher.with_redis(e),
+        None => publisher,
+    };
     let publisher = std::thread::Builder::new()
         .name("bistream-publisher".into())
         .spawn(move || publisher.run(publisher_rx))

@@ -371,6 +371,12 @@ pub(crate) fn on_drain(conn: &mut Connection, key: usize, cx: &mut Ctx, deadline
     Step::Wait
 }
 
+/// The stream's numbering could not be continued (docs/protocol.md §10): the
+/// client is to reconnect with `since`/`epoch` and learn what it missed.
+pub(crate) fn resync(conn: &mut Connection, key: usize, cx: &mut Ctx) {
+    close_ws(conn, key, cx, CloseCode::Resync, "resync");
+}
+
 /// The transport ended without a close handshake.
 pub(crate) fn on_eof() -> Step {
     Step::Remove

@@ -9,7 +9,12 @@ pub enum CloseCode {
     Policy,
     TooBig,
     Internal,
+    /// 1012: the server restarts (a hand-over); reconnect.
+    ServiceRestart,
     SlowConsumer,
+    /// 4010: the stream's numbering could not be continued; reconnect with
+    /// `since`/`epoch` and be told whether the resume is complete.
+    Resync,
     /// A code the client sent that we echo back.
     Other(u16),
 }
@@ -24,7 +29,9 @@ impl CloseCode {
             CloseCode::Policy => 1008,
             CloseCode::TooBig => 1009,
             CloseCode::Internal => 1011,
+            CloseCode::ServiceRestart => 1012,
             CloseCode::SlowConsumer => 1013,
+            CloseCode::Resync => 4010,
             CloseCode::Other(c) => c,
         }
     }

@@ -2,6 +2,8 @@
 //! 127.0.0.1:0, real sockets, tungstenite's blocking client.
 #![allow(dead_code)]
 
+pub mod redis_server;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Output, Stdio};
@@ -745,6 +747,10 @@ pub const SERVER_ENV: &[&str] = &[
     "BISTREAM_LAST_VALUES",
     "BISTREAM_LAST_VALUES_MAX_BYTES",
     "BISTREAM_CONSOLE",
+    "BISTREAM_ENGINE",
+    "BISTREAM_REDIS_URL",
+    "BISTREAM_ENGINE_PROBE_INTERVAL",
+    "BISTREAM_REDIS_TIMEOUT",
     "JWT_SECRET_KEY",
     "BISTREAM_JWT_SECRET_FILE",
     "JWT_SECRET_KEY_PREVIOUS",

@@ -16,6 +16,7 @@ use crossbeam_channel::{Receiver, TryRecvError};
 
 use crate::channel::Channel;
 use crate::clock;
+use crate::engine::RedisEngine;
 use crate::http::publish::{ChannelSel, LocationSel, PublishEvent};
 use crate::hub::channels::{
     LoopHandle, Recovery, SubscribeAck, SubscribeRequest, ToLoop, ToPublisher,
@@ -23,6 +24,8 @@ use crate::hub::channels::{
 use crate::hub::event::{encode_event, Delivery, EventParts, StreamId};
 use crate::hub::streams::{HistEntry, Limits, Streams};
 use crate::metrics::Metrics;
+
+mod redis;
 
 /// Deliveries per message to a loop: big enough to amortise the channel and the
 /// wake-up, small enough that a `*` publish to thousands of streams does not
@@ -38,10 +41,14 @@ pub struct PublisherConfig {
 pub struct Publisher {
     cfg: PublisherConfig,
     loops: Vec<LoopHandle>,
+    /// Every stream's state (memory engine), or this node's cache of the
+    /// streams it watches (Redis engine).
     streams: Streams,
     metrics: Arc<Metrics>,
     /// Per-loop batch being built.
     pending: Vec<Vec<Delivery>>,
+    /// `--engine redis`: how far each watched stream is in step with Redis.
+    redis: Option<redis::RedisSide>,
 }
 
 impl Publisher {
@@ -53,7 +60,14 @@ impl Publisher {
             loops,
             metrics,
             pending: (0..n).map(|_| Vec::new()).collect(),
+            redis: None,
         }
+    }
+
+    /// Makes this the publisher of a node of the Redis engine.
+    pub fn with_redis(mut self, engine: Arc<RedisEngine>) -> Publisher {
+        self.redis = Some(redis::RedisSide::new(engine));
+        self
     }
 
     pub fn run(mut self, rx: Receiver<ToPublisher>) {
@@ -81,7 +95,11 @@ impl Publisher {
                     self.flush();
                 }
                 Err(TryRecvError::Empty) => {
-                    std::thread::park_timeout(next_sweep.saturating_duration_since(Instant::now()));
+                    let mut until = next_sweep;
+                    if let Some(r) = &self.redis {
+                        until = until.min(r.next_tick());
+                    }
+                    std::thread::park_timeout(until.saturating_duration_since(Instant::now()));
                 }
             }
             let now = Instant::now();
@@ -90,16 +108,27 @@ impl Publisher {
                 self.update_gauges();
                 next_sweep = now + sweep_every;
             }
+            if self.redis.is_some() {
+                self.redis_tick(now);
+                self.flush();
+            }
         }
     }
 
     fn handle(&mut self, msg: ToPublisher) {
         match msg {
-            ToPublisher::Publish(events) => self.publish(events),
+            // With the Redis engine loops hand publishes to the engine directly.
+            ToPublisher::Publish(events) if self.redis.is_none() => self.publish(events),
+            ToPublisher::Publish(_) => {}
+            ToPublisher::Subscribe(req) if self.redis.is_some() => self.redis_subscribe(req),
             ToPublisher::Subscribe(req) => self.subscribe(req),
             ToPublisher::Unsubscribe { loop_id, stream } => {
-                self.streams.unsubscribe(stream, loop_id, Instant::now())
+                self.streams.unsubscribe(stream, loop_id, Instant::now());
+                if self.redis.is_some() {
+                    self.redis_unsubscribed(stream);
+                }
             }
+            ToPublisher::Engine(ev) => self.on_engine(*ev),
             ToPublisher::Shutdown => {}
         }
     }
@@ -178,6 +207,13 @@ impl Publisher {
         let now = Instant::now();
         let id = self.streams.get_or_create(req.channel, &req.location, now);
         self.streams.subscribe(id, req.loop_id);
+        self.answer(id, req);
+    }
+
+    /// The subscription ack, from the stream's state as it is now: `last_seq`,
+    /// the replay and the snapshot are decided in this one step, and every
+    /// live event the loop gets after the ack has a greater seq.
+    fn answer(&mut self, id: StreamId, req: SubscribeRequest) {
         let (last_seq, epoch) = self
             .streams
             .get(id)

@@ -1,0 +1,534 @@
+//! The command thread of one Redis instance: the only thread that waits on
+//! its replies. It takes what is queued (publishes from the loops, fetches and
+//! refreshes from the publisher), sends it as one pipeline, reads every reply,
+//! and answers each sender. It also publishes the node's probe.
+//!
+//! When Redis cannot be reached every job is answered at once (503 for a
+//! publish, `None` for a fetch) and the thread reconnects with a growing
+//! backoff; nothing waits on a dead link.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+use redis::{Connection, Value};
+
+use crate::channel::Channel;
+use crate::clock;
+use crate::engine::wire::{self, StreamKeys};
+use crate::engine::{
+    redact, scripts, EngineEvent, Fetched, Health, PublishJob, RedisSettings, ShardStatus,
+};
+use crate::http::publish::LocationSel;
+use crate::hub::channels::{PublisherHandle, ToPublisher};
+use crate::hub::event::{json_around_seq, EventParts, StreamId};
+use crate::metrics::Metrics;
+
+/// Jobs taken into one pipeline.
+const BATCH: usize = 512;
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// Messages to a shard's command thread.
+pub enum ShardCmd {
+    Publish(PublishJob),
+    /// A stream's whole state; with `rotate_from`, first start a new epoch
+    /// unless the stream's epoch is no longer that one.
+    Fetch {
+        stream: StreamId,
+        channel: Channel,
+        location: Arc<str>,
+        rotate_from: Option<String>,
+    },
+    /// The streams this node has subscribers on: keep them alive in Redis and
+    /// in the live sets that `location_id: "*"` reads.
+    Refresh(Vec<(Channel, Arc<str>)>),
+}
+
+struct Scripts {
+    publish: redis::Script,
+    fetch: redis::Script,
+    rotate: redis::Script,
+}
+
+struct Worker {
+    index: usize,
+    url: String,
+    settings: RedisSettings,
+    rx: Receiver<ShardCmd>,
+    status: Arc<ShardStatus>,
+    all: Arc<Health>,
+    publisher: PublisherHandle,
+    metrics: Arc<Metrics>,
+    scripts: Scripts,
+    epochs: u64,
+    refresh: Vec<(Channel, Arc<str>)>,
+}
+
+pub(super) fn spawn(
+    index: usize,
+    url: String,
+    settings: RedisSettings,
+    rx: Receiver<ShardCmd>,
+    all: Arc<Health>,
+    publisher: PublisherHandle,
+    metrics: Arc<Metrics>,
+) -> std::io::Result<()> {
+    let status = all.shards[index].clone();
+    let w = Worker {
+        index,
+        url,
+        settings,
+        rx,
+        status,
+        all,
+        publisher,
+        metrics,
+        scripts: Scripts {
+            publish: redis::Script::new(scripts::PUBLISH),
+            fetch: redis::Script::new(scripts::FETCH),
+            rotate: redis::Script::new(scripts::ROTATE),
+        },
+        epochs: 0,
+        refresh: Vec::new(),
+    };
+    std::thread::Builder::new()
+        .name(format!("bistream-redis-{index}"))
+        .spawn(move || w.run())
+        .map(|_| ())
+}
+
+/// What one pipelined command answers for.
+enum Slot {
+    Event(usize),
+    Fetch(StreamId),
+    Ignore,
+}
+
+impl Worker {
+    fn run(mut self) {
+        let mut backoff = BACKOFF_MIN;
+        loop {
+            match self.connect() {
+                Ok(con) => {
+                    backoff = BACKOFF_MIN;
+                    self.set_up(true);
+                    let why = self.serve(con);
+                    self.set_up(false);
+                    match why {
+                        Some(e) => log::warn!(
+                            "engine: redis {} (shard {}) commands down: {e}",
+                            redact(&self.url),
+                            self.index
+                        ),
+                        None => return,
+                    }
+                }
+                Err(e) => log::debug!(
+                    "engine: redis {} (shard {}) unreachable: {e}",
+                    redact(&self.url),
+                    self.index
+                ),
+            }
+            // Down: answer everything at once, until it is time to try again.
+            let until = Instant::now() + backoff;
+            loop {
+                match self
+                    .rx
+                    .recv_timeout(until.saturating_duration_since(Instant::now()))
+                {
+                    Ok(cmd) => self.refuse(cmd),
+                    Err(RecvTimeoutError::Timeout) => break,
+                    Err(RecvTimeoutError::Disconnected) => return,
+                }
+            }
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+        }
+    }
+
+    fn set_up(&self, up: bool) {
+        let was = self.status.up();
+        self.status.commands.store(up, Ordering::Release);
+        self.all.report(&self.metrics, self.index, &self.url, was);
+    }
+
+    fn connect(&self) -> redis::RedisResult<Connection> {
+        let client = redis::Client::open(self.url.as_str())?;
+        let mut con = client.get_connection_with_timeout(self.settings.io_timeout)?;
+        con.set_read_timeout(Some(self.settings.io_timeout))?;
+        con.set_write_timeout(Some(self.settings.io_timeout))?;
+        for s in [
+            &self.scripts.publish,
+            &self.scripts.fetch,
+            &self.scripts.rotate,
+        ] {
+            s.load(&mut con)?;
+        }
+        Ok(con)
+    }
+
+    fn refuse(&self, cmd: ShardCmd) {
+        match cmd {
+            ShardCmd::Publish(job) => job.done.finish(false),
+            ShardCmd::Fetch { stream, .. } => self.tell(EngineEvent::Fetched {
+                stream,
+                state: None,
+            }),
+            ShardCmd::Refresh(_) => {}
+        }
+    }
+
+    fn tell(&self, ev: EngineEvent) {
+        self.publisher
+            .send_blocking(ToPublisher::Engine(Box::new(ev)));
+    }
+
+    /// Serves until the link fails (`Some(why)`) or the node shuts down (`None`).
+    fn serve(&mut self, mut con: Connection) -> Option<redis::RedisError> {
+        let probe = wire::probe_channel(&self.settings.node);
+        let mut next_probe = Instant::now();
+        let mut links_lost = self.status.links_lost();
+        loop {
+            let wait = next_probe.saturating_duration_since(Instant::now());
+            let mut batch = Vec::new();
+            match self.rx.recv_timeout(wait) {
+                Ok(cmd) => batch.push(cmd),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return None,
+            }
+            while batch.len() < BATCH {
+                match self.rx.try_recv() {
+                    Ok(cmd) => batch.push(cmd),
+                    Err(_) => break,
+                }
+            }
+            let probe_now = Instant::now() >= next_probe;
+            if probe_now {
+                next_probe = Instant::now() + self.settings.probe_interval;
+            }
+            if self.status.links_lost() != links_lost {
+                // The subscription broke since this connection was made: it
+                // is likely dead too. A fresh one serves this batch.
+                links_lost = self.status.links_lost();
+                match self.connect() {
+                    Ok(c) => con = c,
+                    Err(e) => {
+                        for cmd in batch {
+                            self.refuse(cmd);
+                        }
+                        return Some(e);
+                    }
+                }
+            }
+            if let Err(e) = self.run_batch(&mut con, batch, probe_now.then_some(&probe)) {
+                return Some(e);
+            }
+        }
+    }
+
+    fn new_epoch(&mut self) -> String {
+        self.epochs += 1;
+        format!("{}-r{:x}", self.settings.node, self.epochs)
+    }
+
+    fn ttl_ms(&self) -> u64 {
+        self.settings.ttl.as_millis() as u64
+    }
+
+    /// One round trip for the `*` lookups the batch needs, one for the rest.
+    fn run_batch(
+        &mut self,
+        con: &mut Connection,
+        batch: Vec<ShardCmd>,
+        probe: Option<&String>,
+    ) -> Result<(), redis::RedisError> {
+        let mut jobs: Vec<PublishJob> = Vec::new();
+        let mut fetches = Vec::new();
+        for cmd in batch {
+            match cmd {
+                ShardCmd::Publish(j) => jobs.push(j),
+                ShardCmd::Fetch {
+                    stream,
+                    channel,
+                    location,
+                    rotate_from,
+                } => fetches.push((stream, channel, location, rotate_from)),
+                ShardCmd::Refresh(list) => self.refresh = list,
+            }
+        }
+        let live = match self.live_locations(con, &jobs) {
+            Ok(l) => l,
+            Err(e) => {
+                self.fail(jobs, fetches);
+                return Err(e);
+            }
+        };
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors();
+        let mut slots: Vec<Slot> = Vec::new();
+        let ttl = self.ttl_ms();
+        for (j, job) in jobs.iter().enumerate() {
+            for ev in &job.events {
+                let locations: Vec<&str> = match &ev.location {
+                    LocationSel::One(l) => vec![&**l],
+                    LocationSel::All => live
+                        .get(&ev.channel)
+                        .map(|v| v.iter().map(String::as_str).collect())
+                        .unwrap_or_default(),
+                };
+                for location in locations {
+                    let keys = StreamKeys::new(ev.channel, location);
+                    let e = &ev.event;
+                    let (prefix, suffix) = json_around_seq(&EventParts {
+                        channel: ev.channel,
+                        location,
+                        event_type: &e.event_type,
+                        key: e.key.as_deref(),
+                        seq: 0,
+                        published_at_ms: job.published_at,
+                        data: &e.data,
+                    });
+                    let epoch = self.new_epoch();
+                    pipe.cmd("EVALSHA")
+                        .arg(self.scripts.publish.get_hash())
+                        .arg(4)
+                        .arg(&keys.keys()[..])
+                        .arg(epoch)
+                        .arg(prefix)
+                        .arg(suffix)
+                        .arg(&*e.event_type)
+                        .arg(e.key.as_deref().unwrap_or(""))
+                        .arg(self.settings.history_size)
+                        .arg(self.settings.last_values)
+                        .arg(ttl)
+                        .arg(&keys.events);
+                    slots.push(Slot::Event(j));
+                }
+            }
+        }
+        for (stream, channel, location, rotate_from) in &fetches {
+            let keys = StreamKeys::new(*channel, location);
+            let epoch = self.new_epoch();
+            match rotate_from {
+                None => pipe
+                    .cmd("EVALSHA")
+                    .arg(self.scripts.fetch.get_hash())
+                    .arg(4)
+                    .arg(&keys.keys()[..])
+                    .arg(epoch)
+                    .arg(ttl),
+                Some(old) => pipe
+                    .cmd("EVALSHA")
+                    .arg(self.scripts.rotate.get_hash())
+                    .arg(4)
+                    .arg(&keys.keys()[..])
+                    .arg(old)
+                    .arg(epoch)
+                    .arg(ttl),
+            };
+            slots.push(Slot::Fetch(*stream));
+        }
+        if probe.is_some() {
+            self.add_refresh(&mut pipe, &mut slots);
+        }
+        if let Some(p) = probe {
+            pipe.cmd("PUBLISH").arg(p).arg(b"probe".as_slice());
+            slots.push(Slot::Ignore);
+        }
+        if slots.is_empty() {
+            return Ok(());
+        }
+        let replies: Vec<redis::RedisResult<Value>> = match pipe.query(con) {
+            Ok(r) => r,
+            Err(e) => {
+                self.fail(jobs, fetches);
+                return Err(e);
+            }
+        };
+        let mut ok = vec![true; jobs.len()];
+        let mut lost_scripts = None;
+        for (slot, reply) in slots.iter().zip(replies) {
+            match slot {
+                Slot::Event(j) => {
+                    if let Err(e) = &reply {
+                        if e.code() == Some("NOSCRIPT") {
+                            lost_scripts = Some(e.clone());
+                        }
+                        ok[*j] = false;
+                    }
+                }
+                Slot::Fetch(stream) => {
+                    let state = reply.ok().and_then(parse_fetched);
+                    self.tell(EngineEvent::Fetched {
+                        stream: *stream,
+                        state,
+                    });
+                }
+                Slot::Ignore => {}
+            }
+        }
+        for (job, ok) in jobs.iter().zip(ok) {
+            job.done.finish(ok);
+        }
+        // Someone flushed the scripts: reconnecting loads them again.
+        match lost_scripts {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Renews every locally watched stream: its keys' TTL, and its place in
+    /// the live set of its channel (until three probe intervals from now).
+    fn add_refresh(&self, pipe: &mut redis::Pipeline, slots: &mut Vec<Slot>) {
+        let ttl = self.ttl_ms();
+        let until = clock::wall_ms() + 3 * self.settings.probe_interval.as_millis() as u64;
+        for (channel, location) in &self.refresh {
+            let keys = StreamKeys::new(*channel, location);
+            for k in keys.keys() {
+                pipe.cmd("PEXPIRE").arg(k).arg(ttl);
+                slots.push(Slot::Ignore);
+            }
+            pipe.cmd("ZADD")
+                .arg(wire::live_key(*channel))
+                .arg(until)
+                .arg(&**location);
+            slots.push(Slot::Ignore);
+        }
+    }
+
+    /// The locations with subscribers somewhere, for the channels that this
+    /// batch publishes to `*`; stale entries are dropped on the way.
+    fn live_locations(
+        &self,
+        con: &mut Connection,
+        jobs: &[PublishJob],
+    ) -> Result<HashMap<Channel, Vec<String>>, redis::RedisError> {
+        let mut wanted: Vec<Channel> = jobs
+            .iter()
+            .flat_map(|j| j.events.iter())
+            .filter(|e| matches!(e.location, LocationSel::All))
+            .map(|e| e.channel)
+            .collect();
+        wanted.sort();
+        wanted.dedup();
+        let mut out = HashMap::new();
+        if wanted.is_empty() {
+            return Ok(out);
+        }
+        let now = clock::wall_ms();
+        let mut pipe = redis::pipe();
+        for ch in &wanted {
+            pipe.cmd("ZREMRANGEBYSCORE")
+                .arg(wire::live_key(*ch))
+                .arg("-inf")
+                .arg(now)
+                .ignore();
+            pipe.cmd("ZRANGE").arg(wire::live_key(*ch)).arg(0).arg(-1);
+        }
+        let lists: Vec<Vec<String>> = pipe.query(con)?;
+        for (ch, list) in wanted.into_iter().zip(lists) {
+            out.insert(ch, list);
+        }
+        Ok(out)
+    }
+
+    fn fail(
+        &self,
+        jobs: Vec<PublishJob>,
+        fetches: Vec<(StreamId, Channel, Arc<str>, Option<String>)>,
+    ) {
+        for j in jobs {
+            j.done.finish(false);
+        }
+        for (stream, ..) in fetches {
+            self.tell(EngineEvent::Fetched {
+                stream,
+                state: None,
+            });
+        }
+    }
+}
+
+fn bulk(v: &Value) -> Option<&[u8]> {
+    match v {
+        Value::BulkString(b) => Some(b),
+        Value::SimpleString(s) => Some(s.as_bytes()),
+        _ => None,
+    }
+}
+
+fn number(v: &Value) -> Option<u64> {
+    match v {
+        Value::Int(n) => u64::try_from(*n).ok(),
+        other => std::str::from_utf8(bulk(other)?).ok()?.parse().ok(),
+    }
+}
+
+fn stored_list(v: &Value) -> Option<Vec<wire::Stored>> {
+    let Value::Array(items) = v else {
+        return None;
+    };
+    let mut out = Vec::with_capacity(items.len());
+    for it in items {
+        // A stored value that does not parse is skipped rather than taken
+        // for an event: it can only come from outside bistream.
+        if let Some(s) = bulk(it).and_then(|b| wire::parse_stored(b).ok()) {
+            out.push(s);
+        }
+    }
+    Some(out)
+}
+
+/// `{epoch, seq, {history...}, {last values...}}` from the fetch script.
+fn parse_fetched(v: Value) -> Option<Fetched> {
+    let Value::Array(parts) = v else {
+        return None;
+    };
+    let [epoch, seq, hist, last] = &parts[..] else {
+        return None;
+    };
+    let mut history = stored_list(hist)?;
+    history.sort_by_key(|s| s.seq);
+    let mut last_values = stored_list(last)?;
+    last_values.sort_by_key(|s| s.seq);
+    Some(Fetched {
+        epoch: String::from_utf8(bulk(epoch)?.to_vec()).ok()?,
+        seq: number(seq)?,
+        history,
+        last_values,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b(s: &str) -> Value {
+        Value::BulkString(s.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn fetched_state_parses_and_sorts() {
+        let v = Value::Array(vec![
+            b("ep"),
+            b("5"),
+            Value::Array(vec![b("4\nE\n\n{}"), b("5\nE\nk\n{}")]),
+            Value::Array(vec![b("5\nE\nk\n{}"), b("2\nF\n\n{}"), b("junk")]),
+        ]);
+        let f = parse_fetched(v).unwrap();
+        assert_eq!(f.epoch, "ep");
+        assert_eq!(f.seq, 5);
+        assert_eq!(
+            f.history.iter().map(|s| s.seq).collect::<Vec<_>>(),
+            vec![4, 5]
+        );
+        assert_eq!(
+            f.last_values.iter().map(|s| s.seq).collect::<Vec<_>>(),
+            vec![2, 5]
+        );
+        assert!(parse_fetched(Value::Array(vec![b("ep")])).is_none());
+        assert!(parse_fetched(Value::Nil).is_none());
+    }
+}
