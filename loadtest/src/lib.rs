@@ -17,7 +17,7 @@
 //! - [`tokens`]: HS256 tokens for servers with auth on
 //! - [`streams`], [`target`], [`units`]: channels and paths, the loopback rule, units
 //! - [`floor`]: the minimal server: same paths and API, frames built once, writev fan-out
-//! - [`rlimit`]: raising the open-file limit (the crate's only `unsafe`)
+//! - [`rlimit`]: raising the open-file limit (through the `rlimit` crate)
 //!
 //! ## Data flow of a run
 //!
@@ -28,7 +28,7 @@
 //!         run ─► report (table / JSON) ─► slo verdicts ─► exit code
 //! ```
 
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 
 pub mod accounting;
 pub mod cli;
