@@ -1,0 +1,121 @@
+//! The counters and histograms of one worker's subscribers, and its final report.
+
+use crate::accounting::SeqTracker;
+use crate::worker::{hist_to_hex, new_hist, Final, Progress};
+use hdrhistogram::Histogram;
+use std::collections::BTreeMap;
+
+/// Counters of the loop.
+#[derive(Debug)]
+pub struct Stats {
+    pub established: u64,
+    /// Never established, by kind.
+    pub failed: BTreeMap<String, u64>,
+    pub failed_count: u64,
+    /// Live connections the server ended (close frame, EOF, reset or a protocol error).
+    pub closed_by_server: u64,
+    pub closes: BTreeMap<u16, u64>,
+    pub deliveries: u64,
+    pub measured: u64,
+    pub bad_messages: u64,
+    pub untimed: u64,
+    /// Wall-clock ns of the first and last measured delivery.
+    pub first_measured_ns: u64,
+    pub last_measured_ns: u64,
+    pub latency: Histogram<u64>,
+    /// Latencies since the last progress report.
+    pub interval: Histogram<u64>,
+    pub connect: Histogram<u64>,
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        Stats {
+            established: 0,
+            failed: BTreeMap::new(),
+            failed_count: 0,
+            closed_by_server: 0,
+            closes: BTreeMap::new(),
+            deliveries: 0,
+            measured: 0,
+            bad_messages: 0,
+            untimed: 0,
+            first_measured_ns: 0,
+            last_measured_ns: 0,
+            latency: new_hist(),
+            interval: new_hist(),
+            connect: new_hist(),
+        }
+    }
+}
+
+impl Stats {
+    /// A connection that never got established, by kind.
+    pub fn fail(&mut self, kind: String, n: u64) {
+        *self.failed.entry(kind).or_default() += n;
+        self.failed_count += n;
+    }
+
+    /// One delivery of an event sent at `t_ns` (publisher's clock), read at `now_ns`.
+    pub fn delivery(&mut self, t_ns: Option<u64>, warm: bool, now_ns: u64) {
+        self.deliveries += 1;
+        match t_ns {
+            Some(t) if !warm => {
+                let latency = now_ns.saturating_sub(t).max(1);
+                let _ = self.latency.record(latency);
+                let _ = self.interval.record(latency);
+                self.measured += 1;
+                if self.first_measured_ns == 0 {
+                    self.first_measured_ns = now_ns;
+                }
+                self.last_measured_ns = now_ns;
+            }
+            Some(_) => {}
+            None => self.untimed += 1,
+        }
+    }
+
+    /// The progress report; starts a new latency interval.
+    pub fn progress(&mut self) -> Progress {
+        let p = Progress {
+            established: self.established,
+            failed: self.failed_count,
+            closed: self.closed_by_server,
+            deliveries: self.deliveries,
+            interval_hist: hist_to_hex(&self.interval),
+        };
+        self.interval.reset();
+        p
+    }
+
+    /// The final report: these counters, and the loss accounting of every tracker
+    /// against its stream's final seq (`published[stream]` events after its base).
+    pub fn to_final(&self, trackers: &[(usize, SeqTracker)], published: &[u64]) -> Final {
+        let mut f = Final {
+            established: self.established,
+            failed: self.failed.clone(),
+            closed_by_server: self.closed_by_server,
+            closes: self.closes.iter().map(|(k, v)| (*k, *v)).collect(),
+            deliveries: self.deliveries,
+            measured: self.measured,
+            bad_messages: self.bad_messages,
+            untimed: self.untimed,
+            first_measured_ns: self.first_measured_ns,
+            last_measured_ns: self.last_measured_ns,
+            latency_hist: hist_to_hex(&self.latency),
+            connect_hist: hist_to_hex(&self.connect),
+            ..Default::default()
+        };
+        for (stream, t) in trackers {
+            let tally = t.tally(t.base() + published.get(*stream).copied().unwrap_or(0));
+            f.expected += tally.expected;
+            f.lost += tally.lost;
+            f.extra += tally.extra;
+            f.imprecise |= tally.imprecise;
+            f.order_violations += t.order_violations;
+            f.duplicates += t.duplicates;
+            f.gaps += t.gaps;
+        }
+        f
+    }
+}
