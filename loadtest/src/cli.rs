@@ -1,10 +1,11 @@
 //! Command-line flags (every one also an environment variable where it makes sense)
 //! and their validation into a `RunConfig`. Every usage error exits 2.
 
+use crate::contract::{self, MAX_PUBLISH_BODY, MAX_PUBLISH_EVENTS};
 use crate::floor::FloorConfig;
 use crate::publisher::Mode;
 use crate::slo::{self, Objective, SloError};
-use crate::streams::{self, Stream, StreamError, MAX_EVENT_TYPE_LEN};
+use crate::streams::{self, Stream, StreamError};
 use crate::target::{self, Target, TargetError};
 use crate::tokens::{self, TokenError, Tokens};
 use crate::units::{parse_duration, parse_size};
@@ -21,12 +22,10 @@ pub const CONNECTIONS_PER_PROC: u64 = 15_000;
 pub const CONNECTIONS_PER_SOURCE_IP: u64 = 25_000;
 /// Open files a worker needs besides its connections.
 const FD_HEADROOM: u64 = 64;
-/// Largest request body the server takes (contract: 1 MiB).
-const MAX_BODY: usize = 1 << 20;
 /// Bytes of one event in a body besides its padding (upper bound).
 const EVENT_OVERHEAD: usize = 256;
-/// Most events in one request (contract: 1000).
-pub const MAX_BATCH: usize = 1000;
+/// Most events in one request.
+pub const MAX_BATCH: usize = MAX_PUBLISH_EVENTS;
 /// Most publisher connections (each is a thread).
 pub const MAX_PUBLISHERS: usize = 64;
 
@@ -234,7 +233,7 @@ impl RunArgs {
         if self.batch == 0 || self.batch > MAX_BATCH {
             return Err(invalid(format!("--batch must be 1..={MAX_BATCH}")));
         }
-        if self.batch * (self.payload + EVENT_OVERHEAD) > MAX_BODY {
+        if self.batch * (self.payload + EVENT_OVERHEAD) > MAX_PUBLISH_BODY {
             return Err(invalid(
                 "--batch x (--payload + 256) exceeds the server's 1 MiB body limit",
             ));
@@ -244,7 +243,7 @@ impl RunArgs {
                 "--publishers must be 1..={MAX_PUBLISHERS}"
             )));
         }
-        if !streams::valid_ident(&self.event_type, MAX_EVENT_TYPE_LEN) {
+        if !contract::valid_event_type(&self.event_type) {
             return Err(StreamError::BadEventType(self.event_type.clone()).into());
         }
         let mode = match self.burst {
