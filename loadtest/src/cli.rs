@@ -3,6 +3,7 @@
 
 use crate::contract::{self, MAX_PUBLISH_BODY, MAX_PUBLISH_EVENTS};
 use crate::floor::FloorConfig;
+use crate::procstat;
 use crate::publisher::Mode;
 use crate::slo::{self, Objective, SloError};
 use crate::streams::{self, Stream, StreamError};
@@ -98,8 +99,17 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 100.0)]
     pub rate: f64,
     /// Instead of a rate: publish this many events as fast as the server takes them (after the warm-up)
-    #[arg(long)]
+    #[arg(long, conflicts_with = "idle")]
     pub burst: Option<u64>,
+    /// Publish nothing: connect, hold the connections for --settle, and report (with --server-pid) the server's RSS per connection
+    #[arg(long)]
+    pub idle: bool,
+    /// With --idle: how long to hold the connections before the server's RSS is read
+    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    pub settle: Duration,
+    /// PID of the server under test: its RSS, CPU time and descriptors (from /proc) go into the report
+    #[arg(long, env = "BISTREAM_LOADTEST_SERVER_PID")]
+    pub server_pid: Option<u32>,
     /// Publisher connections (keep-alive, one request in flight each), sharing --rate
     #[arg(long, default_value_t = 1)]
     pub publishers: usize,
@@ -198,6 +208,9 @@ pub struct RunConfig {
     pub event_type: String,
     pub warmup: Duration,
     pub drain: Duration,
+    /// `--idle`: publish nothing, hold the connections this long (the settle time).
+    pub idle: Option<Duration>,
+    pub server_pid: Option<u32>,
     pub tokens: Tokens,
     pub slo: Vec<Objective>,
     pub json: bool,
@@ -252,6 +265,13 @@ impl RunArgs {
             None if self.duration.is_zero() => return Err(invalid("--duration must be above 0")),
             None => Mode::Rate(self.duration),
         };
+        if let Some(pid) = self.server_pid {
+            if !procstat::exists(pid) {
+                return Err(invalid(format!(
+                    "--server-pid {pid}: no such process can be read in /proc"
+                )));
+            }
+        }
         let procs = match self.procs {
             None => auto_procs(self.connections),
             Some(0) => return Err(invalid("--procs must be at least 1")),
@@ -316,6 +336,8 @@ impl RunArgs {
             event_type: self.event_type.clone(),
             warmup: self.warmup,
             drain: self.drain,
+            idle: self.idle.then_some(self.settle),
+            server_pid: self.server_pid,
             tokens,
             slo,
             json: self.json,

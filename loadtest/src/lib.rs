@@ -15,6 +15,7 @@
 //! - [`publisher`]: `POST /api/events` on one keep-alive connection, paced
 //! - [`report`]: the summary, its table and its JSON
 //! - [`slo`]: `--slo` parsing and verdicts
+//! - [`procstat`]: the server's RSS, CPU time and descriptors from /proc
 //! - [`tokens`]: HS256 tokens for servers with auth on
 //! - [`contract`]: identifier syntax and publish limits, restated from the wire contract
 //! - [`streams`], [`target`], [`units`]: channels and paths, the loopback rule, units
@@ -48,6 +49,7 @@ pub mod contract;
 pub mod floor;
 pub mod handshake;
 pub mod message;
+pub mod procstat;
 pub mod publisher;
 pub mod report;
 pub mod rlimit;

@@ -1,7 +1,8 @@
 //! The run's summary: what the final table and `--json` show, and what `--slo` judges.
 
+use crate::procstat::ProcSample;
 use crate::slo::Verdict;
-use crate::units::{fmt_ns, fmt_si};
+use crate::units::{fmt_bytes, fmt_ns, fmt_si};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -52,7 +53,7 @@ pub struct RunInfo {
     pub locations: usize,
     pub streams: usize,
     pub procs: usize,
-    /// `rate` or `burst`.
+    /// `rate`, `burst` or `idle`.
     pub mode: String,
     /// Events a second (`rate`) or events in the burst (`burst`).
     pub mode_value: u64,
@@ -142,6 +143,52 @@ impl DeliverySummary {
     }
 }
 
+/// The server process, read from `/proc` (with `--server-pid`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ServerSummary {
+    pub pid: u32,
+    /// Before the first connection.
+    pub before: ProcSample,
+    /// Once every connection was established (or failed), after `--settle` with `--idle`.
+    pub connected: ProcSample,
+    /// After the drain, before the harness closed its connections.
+    pub end: ProcSample,
+    /// `(connected.rss − before.rss) / established connections`.
+    pub rss_per_connection_bytes: Option<f64>,
+    /// CPU time of the whole run, connects included.
+    pub cpu_total_s: f64,
+    /// CPU time from the first publish to the end of the drain.
+    pub cpu_publish_s: f64,
+    /// `cpu_publish_s` over every delivery (warm-up included), in µs.
+    pub cpu_us_per_delivery: Option<f64>,
+}
+
+impl ServerSummary {
+    /// The figures of three readings of the server.
+    pub fn new(
+        pid: u32,
+        before: ProcSample,
+        connected: ProcSample,
+        end: ProcSample,
+        established: u64,
+        deliveries: u64,
+    ) -> Self {
+        let cpu_publish_s = (end.cpu_s - connected.cpu_s).max(0.0);
+        ServerSummary {
+            pid,
+            before,
+            connected,
+            end,
+            rss_per_connection_bytes: (established > 0).then(|| {
+                (connected.rss_bytes as f64 - before.rss_bytes as f64) / established as f64
+            }),
+            cpu_total_s: (end.cpu_s - before.cpu_s).max(0.0),
+            cpu_publish_s,
+            cpu_us_per_delivery: (deliveries > 0).then(|| cpu_publish_s * 1e6 / deliveries as f64),
+        }
+    }
+}
+
 /// Everything a run measured.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Summary {
@@ -155,6 +202,8 @@ pub struct Summary {
     pub latency: Option<LatencySummary>,
     /// Close codes the server sent (1006: connection closed without a close frame).
     pub closes: BTreeMap<u16, u64>,
+    /// The server's memory and CPU, when its PID was given.
+    pub server: Option<ServerSummary>,
     pub slo: Vec<Verdict>,
 }
 
@@ -202,6 +251,8 @@ pub fn render_table(s: &Summary) -> String {
     );
     let mode = if r.mode == "burst" {
         format!("burst of {} events, batch {}", r.mode_value, r.batch)
+    } else if r.mode == "idle" {
+        format!("idle: no events, connections held {}s", r.duration_s)
     } else {
         format!(
             "rate {} events/s, batch {}, {}s after {}s warm-up",
@@ -325,6 +376,33 @@ pub fn render_table(s: &Summary) -> String {
             .collect();
         let _ = writeln!(o, "closes       {}", list.join(", "));
     }
+    if let Some(srv) = &s.server {
+        let per_conn = srv
+            .rss_per_connection_bytes
+            .map(|b| format!(" ({} per connection)", fmt_bytes(b)))
+            .unwrap_or_default();
+        let _ = writeln!(
+            o,
+            "server       pid {}  RSS {} before, {} connected{per_conn}, {} at end (peak {}); fds {} / {} / {}",
+            srv.pid,
+            fmt_bytes(srv.before.rss_bytes as f64),
+            fmt_bytes(srv.connected.rss_bytes as f64),
+            fmt_bytes(srv.end.rss_bytes as f64),
+            fmt_bytes(srv.end.peak_rss_bytes as f64),
+            srv.before.fds,
+            srv.connected.fds,
+            srv.end.fds,
+        );
+        let per_delivery = srv
+            .cpu_us_per_delivery
+            .map(|us| format!(", {us:.2}us per delivery"))
+            .unwrap_or_default();
+        let _ = writeln!(
+            o,
+            "  cpu        {:.2}s in all, {:.2}s from the first publish to the end of the drain{per_delivery}",
+            srv.cpu_total_s, srv.cpu_publish_s
+        );
+    }
     for (i, v) in s.slo.iter().enumerate() {
         let _ = writeln!(
             o,
@@ -423,6 +501,7 @@ pub(crate) mod tests {
                 mean_ns: 600_000,
             }),
             closes,
+            server: None,
             slo: Vec::new(),
         }
     }

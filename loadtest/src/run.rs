@@ -10,10 +10,11 @@
 //! ```
 
 use crate::cli::RunConfig;
+use crate::procstat::{self, ProcSample};
 use crate::publisher::{self, Live, Mode, Plan};
 use crate::report::{
     render_json, render_table, ConnSummary, DeliverySummary, LatencySummary, PublishSummary,
-    RunInfo, Summary,
+    RunInfo, ServerSummary, Summary,
 };
 use crate::slo;
 use crate::units::{fmt_ns, fmt_si};
@@ -119,7 +120,7 @@ fn spawn_workers(cfg: &RunConfig, tx: &Sender<Msg>) -> Result<Workers, RunError>
         let stdout = child.stdout.take();
         let stdin = child.stdin.take();
         let mut w = Worker { child, stdin };
-        w.send(&WorkerCommand::Spec(WorkerSpec {
+        w.send(&WorkerCommand::Spec(Box::new(WorkerSpec {
             index,
             procs: cfg.procs,
             connections: cfg.connections,
@@ -131,7 +132,8 @@ fn spawn_workers(cfg: &RunConfig, tx: &Sender<Msg>) -> Result<Workers, RunError>
             token: cfg.tokens.subscriber.clone(),
             source_ips: cfg.source_ips.clone(),
             progress_ms: PROGRESS_EVERY.as_millis() as u64,
-        }));
+            churn: None,
+        })));
         workers.0.push(w);
         let tx = tx.clone();
         let Some(stdout) = stdout else {
@@ -279,7 +281,20 @@ fn finish(cfg: &RunConfig, mut summary: Summary) -> i32 {
     }
 }
 
+/// Reads the server under test; `None` (with a warning) when it cannot be read.
+fn read_server(pid: Option<u32>) -> Option<ProcSample> {
+    let pid = pid?;
+    match procstat::sample(pid) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            log::warn!("cannot read the server (pid {pid}) in /proc: {e}");
+            None
+        }
+    }
+}
+
 fn execute(cfg: &RunConfig) -> Result<Summary, RunError> {
+    let server_before = read_server(cfg.server_pid);
     let (tx, rx) = mpsc::channel();
     let mut workers = spawn_workers(cfg, &tx)?;
     let mut ticker = Ticker::new(cfg.procs, cfg.quiet);
@@ -312,8 +327,22 @@ fn execute(cfg: &RunConfig) -> Result<Summary, RunError> {
         ticker.maybe_print("connect", cfg.connections, 0);
     }
 
-    // 2. Publish (nothing to publish to when nobody is connected).
-    let outcome = if established == 0 {
+    // 2. Hold (`--idle`): let the server settle with every connection open.
+    if let Some(settle) = cfg.idle {
+        let deadline = Instant::now() + settle;
+        loop {
+            match next(&rx, &ticker, deadline) {
+                Wait::Msg(other) => handle_other(other, &mut ticker)?,
+                Wait::Tick => {}
+                Wait::Deadline => break,
+            }
+            ticker.maybe_print("idle", cfg.connections, 0);
+        }
+    }
+    let server_connected = read_server(cfg.server_pid);
+
+    // 3. Publish (nothing to publish to when nobody is connected, or when idle).
+    let outcome = if established == 0 || cfg.idle.is_some() {
         publisher::Outcome {
             per_stream: vec![0; cfg.streams.len()],
             ..Default::default()
@@ -373,8 +402,8 @@ fn execute(cfg: &RunConfig) -> Result<Summary, RunError> {
         }
     };
 
-    // 3. Drain and collect.
-    let drain = if established == 0 {
+    // 4. Drain and collect.
+    let drain = if established == 0 || cfg.idle.is_some() {
         Duration::ZERO
     } else {
         cfg.drain
@@ -401,8 +430,26 @@ fn execute(cfg: &RunConfig) -> Result<Summary, RunError> {
             live.accepted.load(Ordering::Relaxed),
         );
     }
+    // Read the server while the connections are still open, then let them go.
+    let server_end = read_server(cfg.server_pid);
+    for w in &mut workers.0 {
+        w.send(&WorkerCommand::Close);
+    }
     let finals: Vec<Final> = finals.into_iter().flatten().collect();
-    Ok(aggregate(cfg, &finals, &outcome))
+    let mut summary = aggregate(cfg, &finals, &outcome);
+    if let (Some(pid), Some(before), Some(connected), Some(end)) =
+        (cfg.server_pid, server_before, server_connected, server_end)
+    {
+        summary.server = Some(ServerSummary::new(
+            pid,
+            before,
+            connected,
+            end,
+            summary.connections.established,
+            summary.deliveries.total,
+        ));
+    }
+    Ok(summary)
 }
 
 /// What waiting for workers gave.
@@ -439,7 +486,7 @@ fn handle_other(msg: Msg, ticker: &mut Ticker) -> Result<(), RunError> {
         Msg::Worker(w, Report::Final(_)) => {
             Err(RunError::WorkerEnded(w, "reported before finish".into()))
         }
-        Msg::Worker(_, Report::Ready { .. }) => Ok(()),
+        Msg::Worker(_, Report::Ready { .. } | Report::Paused) => Ok(()),
         Msg::WorkerEnded(w, why) => Err(RunError::WorkerEnded(w, why)),
         Msg::PublisherDone(_) => Ok(()),
     }
@@ -490,9 +537,10 @@ pub fn aggregate(cfg: &RunConfig, finals: &[Final], out: &publisher::Outcome) ->
     if last > first {
         d.per_second = d.measured as f64 / ((last - first) as f64 / 1e9);
     }
-    let (mode, mode_value, duration_s) = match cfg.mode {
-        Mode::Rate(dur) => ("rate", cfg.rate.round() as u64, dur.as_secs_f64()),
-        Mode::Burst(n) => ("burst", n, 0.0),
+    let (mode, mode_value, duration_s) = match (cfg.idle, cfg.mode) {
+        (Some(settle), _) => ("idle", 0, settle.as_secs_f64()),
+        (None, Mode::Rate(dur)) => ("rate", cfg.rate.round() as u64, dur.as_secs_f64()),
+        (None, Mode::Burst(n)) => ("burst", n, 0.0),
     };
     Summary {
         run: RunInfo {
@@ -523,15 +571,16 @@ pub fn aggregate(cfg: &RunConfig, finals: &[Final], out: &publisher::Outcome) ->
             } else {
                 0.0
             },
-            target_per_second: match cfg.mode {
-                Mode::Rate(_) => cfg.rate,
-                Mode::Burst(_) => 0.0,
+            target_per_second: match (cfg.idle, cfg.mode) {
+                (None, Mode::Rate(_)) => cfg.rate,
+                _ => 0.0,
             },
             max_lag_ns: out.max_lag_ns,
         },
         deliveries: d,
         latency: LatencySummary::from_hist(&latency),
         closes,
+        server: None,
         slo: Vec::new(),
     }
 }

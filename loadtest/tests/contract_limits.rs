@@ -106,7 +106,11 @@ fn location_syntax_is_the_servers() {
         );
         // `"*"` in a publish body means every location (docs/protocol.md §5).
         let published = server || loc == "*";
-        assert_eq!(publish_ok(&loc, "A"), published, "published location {loc:?}");
+        assert_eq!(
+            publish_ok(&loc, "A"),
+            published,
+            "published location {loc:?}"
+        );
         if path_safe(&loc) {
             let want = if server { 101 } else { 400 };
             assert_eq!(upgrade_status(&loc), Some(want), "path location {loc:?}");

@@ -7,6 +7,12 @@ const BIN: &str = env!("CARGO_BIN_EXE_bistream-loadtest");
 
 struct Floor(Child);
 
+impl Floor {
+    fn pid(&self) -> String {
+        self.0.id().to_string()
+    }
+}
+
 impl Drop for Floor {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -143,4 +149,68 @@ fn refuses_remote_targets_and_reports_unreachable_servers() {
     assert_eq!(out.status.code(), Some(3));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("refused 5"), "{text}");
+}
+
+#[test]
+fn idle_runs_read_the_servers_memory_and_cpu() {
+    let (floor, addr) = floor("1");
+    let pid = floor.pid();
+    let (code, j) = run(&[
+        "--url",
+        &addr,
+        "-c",
+        "400",
+        "--procs",
+        "2",
+        "--idle",
+        "--settle",
+        "500ms",
+        "--server-pid",
+        &pid,
+        "--slo",
+        "rss_per_conn<1MiB",
+    ]);
+    assert_eq!(code, 0, "{j}");
+    assert_eq!(j["run"]["mode"], "idle");
+    assert_eq!(j["connections"]["established"], 400);
+    assert_eq!(j["published"]["events"], 0);
+    let s = &j["server"];
+    assert_eq!(s["pid"].as_u64().unwrap().to_string(), pid);
+    // Every subscriber is an open descriptor of the server while it is read.
+    let before = s["before"]["fds"].as_u64().unwrap();
+    assert!(
+        s["connected"]["fds"].as_u64().unwrap() >= before + 400,
+        "{s}"
+    );
+    assert!(s["end"]["fds"].as_u64().unwrap() >= before + 400, "{s}");
+    let per_conn = s["rss_per_connection_bytes"].as_f64().unwrap();
+    assert!(per_conn > 0.0, "{s}");
+
+    // A publishing run carries CPU per delivery.
+    let (code, j) = run(&[
+        "--url",
+        &addr,
+        "-c",
+        "100",
+        "--rate",
+        "100",
+        "--duration",
+        "1s",
+        "--warmup",
+        "0s",
+        "--server-pid",
+        &pid,
+    ]);
+    assert_eq!(code, 0, "{j}");
+    let s = &j["server"];
+    assert!(s["cpu_publish_s"].as_f64().unwrap() >= 0.0);
+    assert!(s["cpu_us_per_delivery"].as_f64().unwrap() >= 0.0, "{s}");
+    assert!(s["end"]["cpu_s"].as_f64().unwrap() >= s["before"]["cpu_s"].as_f64().unwrap());
+
+    // A PID that is no process is a usage error.
+    let out = Command::new(BIN)
+        .args(["--url", &addr, "--server-pid", "4294967295"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
 }

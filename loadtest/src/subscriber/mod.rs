@@ -4,6 +4,7 @@
 //! - [`reader`]: sans-io reader of server frames (partial frames, fragments, control frames)
 //! - [`session`]: one connection's state, sans-io: upgrade, messages, accounting, end
 //! - [`stats`]: the worker's counters and histograms, its progress and final reports
+//! - [`churn`]: how and when churned connections end (the soak), connect pacing
 //! - [`event_loop`]: the mio loop: sockets, connect rate, deadlines, commands
 //!
 //! ```text
@@ -11,6 +12,7 @@
 //!        ◄─write─ event_loop ◄─out (upgrade request, pongs, close replies)─┘
 //! ```
 
+pub mod churn;
 pub mod event_loop;
 pub mod reader;
 pub mod session;

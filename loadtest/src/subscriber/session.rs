@@ -79,6 +79,9 @@ pub struct Session {
     reader: FrameReader,
     /// Bytes to send.
     pub out: Vec<u8>,
+    /// When the client started the closing handshake (churn); the server's close
+    /// frame is then the answer, not a close of its own.
+    closing: Option<Instant>,
 }
 
 impl Session {
@@ -90,6 +93,7 @@ impl Session {
             phase: Phase::Connecting { request, key },
             reader: FrameReader::new(MAX_MESSAGE),
             out: Vec::new(),
+            closing: None,
         }
     }
 
@@ -151,6 +155,19 @@ impl Session {
         wsframe::encode_close(&mut self.out, code, "", Some(masks.next_key()));
     }
 
+    /// Starts the closing handshake: close 1000 now; the server's close frame ends it.
+    pub fn begin_close(&mut self, masks: &mut Masks, now: Instant) {
+        if self.closing.is_none() {
+            self.close(1000, masks);
+            self.closing = Some(now);
+        }
+    }
+
+    /// When the client started closing, if it did.
+    pub fn closing_since(&self) -> Option<Instant> {
+        self.closing
+    }
+
     /// Bytes read from the socket.
     pub fn on_bytes(&mut self, data: &[u8], ctx: &mut Ctx) -> Outcome {
         let frames = match &mut self.phase {
@@ -182,6 +199,7 @@ impl Session {
             phase,
             out,
             started,
+            closing,
             ..
         } = self;
         let mut outcome = Outcome::Keep;
@@ -194,8 +212,10 @@ impl Session {
                 }
                 Frame::Pong => Outcome::Keep,
                 Frame::Close(code) => {
-                    let reply = if code == 1005 { 1000 } else { code };
-                    wsframe::encode_close(out, reply, "", Some(ctx.masks.next_key()));
+                    if closing.is_none() {
+                        let reply = if code == 1005 { 1000 } else { code };
+                        wsframe::encode_close(out, reply, "", Some(ctx.masks.next_key()));
+                    }
                     Outcome::Closed(code)
                 }
             };
@@ -362,6 +382,31 @@ mod tests {
         let tail = &s.out[s.out.len() - 8..];
         let h = decode(tail, true, 125).unwrap().unwrap();
         assert_eq!(h.opcode, Opcode::Close);
+    }
+
+    #[test]
+    fn a_close_the_client_began_is_not_answered_again() {
+        let mut b = SWITCH.to_vec();
+        text(
+            &mut b,
+            r#"{"type":"BI_CONNECTION_ESTABLISHED","last_seq":0}"#,
+        );
+        let (mut s, _, mut stats) = play(&b, 1000);
+        let mut masks = Masks::new(3);
+        s.begin_close(&mut masks, Instant::now());
+        assert!(s.closing_since().is_some());
+        let queued = s.out.len();
+        assert_eq!(queued, 8); // masked close 1000, nothing else
+        let mut reply = Vec::new();
+        encode_close(&mut reply, 1000, "", None);
+        let mut ctx = Ctx {
+            stats: &mut stats,
+            now_ns: 0,
+            now: Instant::now(),
+            masks: &mut masks,
+        };
+        assert_eq!(s.on_bytes(&reply, &mut ctx), Outcome::Closed(1000));
+        assert_eq!(s.out.len(), queued);
     }
 
     #[test]

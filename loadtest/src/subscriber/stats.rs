@@ -26,6 +26,23 @@ pub struct Stats {
     /// Latencies since the last progress report.
     pub interval: Histogram<u64>,
     pub connect: Histogram<u64>,
+    /// Connections the client ended (churn), by kind.
+    pub churned: BTreeMap<String, u64>,
+    pub churned_count: u64,
+    /// Churned closes the server did not answer in time.
+    pub close_timeouts: u64,
+}
+
+/// The seq accounting of a connection that has ended.
+#[derive(Debug)]
+pub struct Ended {
+    pub stream: usize,
+    pub tracker: SeqTracker,
+    /// Tally up to this seq instead of the stream's final one: a connection that joined
+    /// or left while events were being published (churn) is owed only what was
+    /// published while it was there, and what it had not received when it left was
+    /// not lost.
+    pub upto: Option<u64>,
 }
 
 impl Default for Stats {
@@ -45,6 +62,9 @@ impl Default for Stats {
             latency: new_hist(),
             interval: new_hist(),
             connect: new_hist(),
+            churned: BTreeMap::new(),
+            churned_count: 0,
+            close_timeouts: 0,
         }
     }
 }
@@ -75,13 +95,21 @@ impl Stats {
         }
     }
 
-    /// The progress report; starts a new latency interval.
-    pub fn progress(&mut self) -> Progress {
+    /// A connection the client ended on purpose.
+    pub fn churn(&mut self, kind: &str) {
+        *self.churned.entry(kind.to_owned()).or_default() += 1;
+        self.churned_count += 1;
+    }
+
+    /// The progress report (with `open` connections now); starts a new latency interval.
+    pub fn progress(&mut self, open: u64) -> Progress {
         let p = Progress {
             established: self.established,
             failed: self.failed_count,
             closed: self.closed_by_server,
             deliveries: self.deliveries,
+            open,
+            churned: self.churned_count,
             interval_hist: hist_to_hex(&self.interval),
         };
         self.interval.reset();
@@ -89,8 +117,13 @@ impl Stats {
     }
 
     /// The final report: these counters, and the loss accounting of every tracker
-    /// against its stream's final seq (`published[stream]` events after its base).
-    pub fn to_final(&self, trackers: &[(usize, SeqTracker)], published: &[u64]) -> Final {
+    /// against its stream's final seq (`published[stream]` events after its base) or
+    /// its own `upto`.
+    pub fn to_final<'a>(
+        &self,
+        trackers: impl Iterator<Item = (usize, &'a SeqTracker, Option<u64>)>,
+        published: &[u64],
+    ) -> Final {
         let mut f = Final {
             established: self.established,
             failed: self.failed.clone(),
@@ -104,10 +137,14 @@ impl Stats {
             last_measured_ns: self.last_measured_ns,
             latency_hist: hist_to_hex(&self.latency),
             connect_hist: hist_to_hex(&self.connect),
+            churned: self.churned.clone(),
+            close_timeouts: self.close_timeouts,
             ..Default::default()
         };
-        for (stream, t) in trackers {
-            let tally = t.tally(t.base() + published.get(*stream).copied().unwrap_or(0));
+        for (stream, t, upto) in trackers {
+            let final_seq =
+                upto.unwrap_or_else(|| t.base() + published.get(stream).copied().unwrap_or(0));
+            let tally = t.tally(final_seq);
             f.expected += tally.expected;
             f.lost += tally.lost;
             f.extra += tally.extra;
