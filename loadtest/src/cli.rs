@@ -1,6 +1,7 @@
 //! Command-line flags (every one also an environment variable where it makes sense)
 //! and their validation into a `RunConfig`. Every usage error exits 2.
 
+use crate::compare::{self, CompareConfig};
 use crate::contract::{self, MAX_PUBLISH_BODY, MAX_PUBLISH_EVENTS};
 use crate::floor::FloorConfig;
 use crate::procstat;
@@ -52,6 +53,8 @@ pub struct Cli {
 pub enum Cmd {
     /// Run the floor server: a minimal mio server of the same protocol, the machine's own limit to compare bistream with
     Floor(FloorArgs),
+    /// Run the floor and bistream alternately, fresh for each run, under the same scenarios; print medians and ratios
+    Compare(CompareArgs),
     /// Internal: a subscriber worker process (spec on stdin, reports on stdout)
     #[command(hide = true)]
     Worker,
@@ -171,6 +174,46 @@ pub struct FloorArgs {
     /// Allow listening on a non-loopback address
     #[arg(long)]
     pub allow_remote: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CompareArgs {
+    /// Runs of each server per scenario (medians are printed)
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
+    /// Scenarios, comma-separated: idle, 10k-10, 1k-100, 1k-10, burst [default: all; only the custom one when client arguments follow --]
+    #[arg(long)]
+    pub scenarios: Option<String>,
+    /// Event-loop threads of both servers
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    /// Pin the server and the client to their CPUs: auto (when --threads is 1 and there are 2 CPUs or more), on, off
+    #[arg(long, default_value = "auto", value_parser = ["auto", "on", "off"])]
+    pub pin: String,
+    /// CPUs of the server when pinned
+    #[arg(long, default_value = "0")]
+    pub server_cpus: String,
+    /// CPUs of the load client (and its workers) when pinned
+    #[arg(long, default_value = "1")]
+    pub client_cpus: String,
+    /// The bistream binary [default: `bistream` next to this binary]
+    #[arg(long)]
+    pub bistream: Option<std::path::PathBuf>,
+    /// An extra argument for bistream (repeat for more)
+    #[arg(long, allow_hyphen_values = true)]
+    pub bistream_arg: Vec<String>,
+    /// An extra argument for the floor (repeat for more)
+    #[arg(long, allow_hyphen_values = true)]
+    pub floor_arg: Vec<String>,
+    /// Print the results as JSON on stdout (progress stays on stderr)
+    #[arg(long)]
+    pub json: bool,
+    /// Write each run's client JSON into this directory
+    #[arg(long)]
+    pub save: Option<std::path::PathBuf>,
+    /// Client arguments of a custom scenario (after --)
+    #[arg(last = true)]
+    pub client_args: Vec<String>,
 }
 
 /// A flag value that cannot be used.
@@ -342,6 +385,52 @@ impl RunArgs {
             slo,
             json: self.json,
             quiet: self.quiet,
+        })
+    }
+}
+
+impl CompareArgs {
+    pub fn validate(&self) -> Result<CompareConfig, UsageError> {
+        if self.runs == 0 || self.runs > 100 {
+            return Err(invalid("--runs must be 1..=100"));
+        }
+        if self.threads == 0 || self.threads > 256 {
+            return Err(invalid("--threads must be 1..=256"));
+        }
+        let usage = |e: compare::CompareError| invalid(e.to_string());
+        let scenarios =
+            compare::scenarios(self.scenarios.as_deref(), &self.client_args).map_err(usage)?;
+        let pin = match self.pin.as_str() {
+            "on" => true,
+            "off" => false,
+            _ => self.threads == 1 && compare::available_cpus() >= 2,
+        };
+        let pin = if pin {
+            Some((
+                compare::parse_cpu_list(&self.server_cpus).map_err(usage)?,
+                compare::parse_cpu_list(&self.client_cpus).map_err(usage)?,
+            ))
+        } else {
+            None
+        };
+        let bistream = match &self.bistream {
+            Some(p) => p.clone(),
+            None => std::env::current_exe()
+                .ok()
+                .and_then(|e| e.parent().map(|d| d.join("bistream")))
+                .unwrap_or_else(|| "target/release/bistream".into()),
+        };
+        compare::check_binary(&bistream).map_err(usage)?;
+        Ok(CompareConfig {
+            runs: self.runs,
+            scenarios,
+            threads: self.threads,
+            pin,
+            bistream,
+            bistream_args: self.bistream_arg.clone(),
+            floor_args: self.floor_arg.clone(),
+            json: self.json,
+            save: self.save.clone(),
         })
     }
 }

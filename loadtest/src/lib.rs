@@ -6,6 +6,7 @@
 //!
 //! - [`cli`]: flags → validated [`cli::RunConfig`] / [`floor::FloorConfig`] (usage errors exit 2)
 //! - [`run`]: the parent of a run: workers, publisher, progress, summary, exit code
+//! - [`compare`]: the floor and bistream alternately, fresh each run, medians and ratios
 //! - [`worker`]: the parent–worker protocol (JSON lines, HDR histograms as hex)
 //! - [`worker_process`]: the hidden `worker` subcommand around [`subscriber`]
 //! - [`subscriber`]: one mio loop over thousands of WebSocket subscribers: its sans-io
@@ -45,6 +46,7 @@
 
 pub mod accounting;
 pub mod cli;
+pub mod compare;
 pub mod contract;
 pub mod floor;
 pub mod handshake;

@@ -4,7 +4,7 @@
 
 use bistream_loadtest::cli::{Cli, Cmd};
 use bistream_loadtest::run::{self, EXIT_FAILED, EXIT_USAGE};
-use bistream_loadtest::{floor, rlimit, worker_process};
+use bistream_loadtest::{compare, floor, rlimit, worker_process};
 use clap::Parser;
 
 fn main() {
@@ -27,6 +27,13 @@ fn main() {
                     }
                 }
             }
+        },
+        Some(Cmd::Compare(args)) => match args.validate() {
+            Err(e) => {
+                eprintln!("bistream-loadtest compare: {e}");
+                EXIT_USAGE
+            }
+            Ok(cfg) => compare::run(&cfg),
         },
         None => {
             let hard = raise_limit();

@@ -214,3 +214,69 @@ fn idle_runs_read_the_servers_memory_and_cpu() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// `compare` end to end, with the floor standing in for bistream too (a wrapper script
+/// that takes bistream's flags), so that the test needs no other binary: both sides
+/// must run, be read, and be put side by side.
+#[test]
+fn compare_runs_both_servers_alternately() {
+    let dir = std::env::temp_dir().join(format!("lt-compare-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let fake = dir.join("bistream");
+    // bistream is started as: --listen ADDR --threads N --log-level warn
+    std::fs::write(
+        &fake,
+        format!("#!/bin/sh\nexec {BIN} floor --listen \"$2\" --threads \"$4\" --exit-after 60s\n"),
+    )
+    .unwrap();
+    Command::new("chmod").arg("+x").arg(&fake).status().unwrap();
+    let out = Command::new(BIN)
+        .args(["compare", "--runs", "2", "--json", "--bistream"])
+        .arg(&fake)
+        .arg("--save")
+        .arg(&dir)
+        .args([
+            "--",
+            "-c",
+            "50",
+            "--rate",
+            "20",
+            "--duration",
+            "1s",
+            "--warmup",
+            "0s",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let sc = &j["scenarios"][0];
+    assert_eq!(sc["name"], "custom");
+    for side in ["floor", "bistream"] {
+        let runs = sc[side]["runs"].as_array().unwrap();
+        assert_eq!(runs.len(), 2, "{sc}");
+        for r in runs {
+            assert_eq!(r["established"], 50);
+            assert_eq!(r["lost"], 0);
+            assert_eq!(r["deliveries"], 50 * 20);
+            assert!(r["cpu_us_per_delivery"].as_f64().is_some(), "{r}");
+        }
+        assert!(sc[side]["median"]["p99_ms"].as_f64().unwrap() > 0.0);
+    }
+    assert!(sc["ratio"]["p99_ms"].as_f64().unwrap() > 0.0);
+    // Runs alternate: floor first in run 1, bistream first in run 2.
+    let order: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains(" run "))
+        .map(|l| l.split_whitespace().nth(1).unwrap())
+        .collect();
+    assert_eq!(
+        order,
+        ["floor", "bistream", "bistream", "floor"],
+        "{stderr}"
+    );
+    let saved = std::fs::read_dir(&dir).unwrap().count();
+    assert_eq!(saved, 5); // four runs and the wrapper
+    let _ = std::fs::remove_dir_all(&dir);
+}
