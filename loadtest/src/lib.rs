@@ -7,6 +7,7 @@
 //! - [`cli`]: flags → validated [`cli::RunConfig`] / [`floor::FloorConfig`] (usage errors exit 2)
 //! - [`run`]: the parent of a run: workers, publisher, progress, summary, exit code
 //! - [`compare`]: the floor and bistream alternately, fresh each run, medians and ratios
+//! - [`soak`]: connection churn under a steady publish rate; RSS, fds and history must come back
 //! - [`worker`]: the parent–worker protocol (JSON lines, HDR histograms as hex)
 //! - [`worker_process`]: the hidden `worker` subcommand around [`subscriber`]
 //! - [`subscriber`]: one mio loop over thousands of WebSocket subscribers: its sans-io
@@ -57,6 +58,7 @@ pub mod report;
 pub mod rlimit;
 pub mod run;
 pub mod slo;
+pub mod soak;
 pub mod streams;
 pub mod subscriber;
 pub mod target;

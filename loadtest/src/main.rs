@@ -4,7 +4,7 @@
 
 use bistream_loadtest::cli::{Cli, Cmd};
 use bistream_loadtest::run::{self, EXIT_FAILED, EXIT_USAGE};
-use bistream_loadtest::{compare, floor, rlimit, worker_process};
+use bistream_loadtest::{compare, floor, rlimit, soak, worker_process};
 use clap::Parser;
 
 fn main() {
@@ -28,6 +28,16 @@ fn main() {
                 }
             }
         },
+        Some(Cmd::Soak(args)) => {
+            let hard = raise_limit();
+            match args.validate(hard) {
+                Err(e) => {
+                    eprintln!("bistream-loadtest soak: {e}");
+                    EXIT_USAGE
+                }
+                Ok(cfg) => soak::run(&cfg),
+            }
+        }
         Some(Cmd::Compare(args)) => match args.validate() {
             Err(e) => {
                 eprintln!("bistream-loadtest compare: {e}");

@@ -1,5 +1,6 @@
 //! The run's summary: what the final table and `--json` show, and what `--slo` judges.
 
+use crate::accounting::{ConflateTally, SnapshotTally};
 use crate::procstat::ProcSample;
 use crate::slo::Verdict;
 use crate::units::{fmt_bytes, fmt_ns, fmt_si};
@@ -204,6 +205,10 @@ pub struct Summary {
     pub closes: BTreeMap<u16, u64>,
     /// The server's memory and CPU, when its PID was given.
     pub server: Option<ServerSummary>,
+    /// Conflating connections (`--conflate-share`): their last value of each key.
+    pub conflation: Option<ConflateTally>,
+    /// Snapshot connections (`--snapshot-share`): the shape of their snapshots.
+    pub snapshots: Option<SnapshotTally>,
     pub slo: Vec<Verdict>,
 }
 
@@ -376,6 +381,35 @@ pub fn render_table(s: &Summary) -> String {
             .collect();
         let _ = writeln!(o, "closes       {}", list.join(", "));
     }
+    if let Some(c) = &s.conflation {
+        let _ = writeln!(
+            o,
+            "conflation   {} connection{}: {} (connection, key) pairs end on the last published value, {} do not ({} never received the key), {} unknown; {} seqs skipped, {} order violations",
+            c.connections,
+            plural(c.connections),
+            c.matching,
+            c.mismatching,
+            c.missing,
+            c.unknown,
+            c.skipped,
+            c.order_violations
+        );
+    }
+    if let Some(t) = &s.snapshots {
+        let _ = writeln!(
+            o,
+            "snapshots    {} connection{}: {} markers, {} snapshot events; {} with errors ({} no marker, {} bad seq, {} bad marker, {} live before the marker)",
+            t.connections,
+            plural(t.connections),
+            t.markers,
+            t.events,
+            t.errors(),
+            t.missing_marker,
+            t.bad_seq,
+            t.bad_marker,
+            t.live_before_marker
+        );
+    }
     if let Some(srv) = &s.server {
         let per_conn = srv
             .rss_per_connection_bytes
@@ -502,6 +536,8 @@ pub(crate) mod tests {
             }),
             closes,
             server: None,
+            conflation: None,
+            snapshots: None,
             slo: Vec::new(),
         }
     }
@@ -558,6 +594,34 @@ pub(crate) mod tests {
         assert!(t.contains("connect      no connection established"));
         assert!(t.contains("closes       none"));
         assert!(t.contains("burst of 5000 events, batch 1, 4 publisher connections"));
+    }
+
+    #[test]
+    fn conflation_and_snapshot_lines() {
+        let mut s = sample_summary();
+        s.conflation = Some(ConflateTally {
+            connections: 500,
+            matching: 9_990,
+            mismatching: 10,
+            missing: 4,
+            unknown: 0,
+            skipped: 1234,
+            order_violations: 0,
+        });
+        s.snapshots = Some(SnapshotTally {
+            connections: 250,
+            failed: 1,
+            markers: 249,
+            events: 5000,
+            missing_marker: 1,
+            ..Default::default()
+        });
+        let t = render_table(&s);
+        assert!(t.contains("conflation   500 connections: 9990 (connection, key) pairs end on the last published value, 10 do not (4 never received the key), 0 unknown; 1234 seqs skipped, 0 order violations"), "{t}");
+        assert!(t.contains("snapshots    250 connections: 249 markers, 5000 snapshot events; 1 with errors (1 no marker"), "{t}");
+        let j: serde_json::Value = serde_json::from_str(&render_json(&s)).unwrap();
+        assert_eq!(j["conflation"]["mismatching"], 10);
+        assert_eq!(j["snapshots"]["missing_marker"], 1);
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //!  parent: merge histograms and counters ─► table / JSON ─► SLO verdicts ─► exit code
 //! ```
 
+use crate::accounting::{ConflateTally, SnapshotTally};
 use crate::cli::RunConfig;
 use crate::procstat::{self, ProcSample};
 use crate::publisher::{self, Live, Mode, Plan};
@@ -17,6 +18,7 @@ use crate::report::{
     RunInfo, ServerSummary, Summary,
 };
 use crate::slo;
+use crate::subscriber::churn::ChurnSpec;
 use crate::units::{fmt_ns, fmt_si};
 use crate::worker::{
     from_line, hist_from_hex, new_hist, to_line, Command as WorkerCommand, Final, Progress, Report,
@@ -57,21 +59,23 @@ pub enum RunError {
     Timeout(&'static str),
     #[error("no subscriber connection could be established")]
     NoConnection,
+    #[error("cannot read the server: {0}")]
+    Server(String),
 }
 
-enum Msg {
+pub(crate) enum Msg {
     Worker(usize, Report),
     WorkerEnded(usize, String),
     PublisherDone(publisher::Outcome),
 }
 
-struct Worker {
+pub(crate) struct Worker {
     child: Child,
     stdin: Option<ChildStdin>,
 }
 
 impl Worker {
-    fn send(&mut self, cmd: &WorkerCommand) {
+    pub(crate) fn send(&mut self, cmd: &WorkerCommand) {
         if let Some(stdin) = self.stdin.as_mut() {
             // A worker that is gone reports itself through its stdout reader.
             let _ = writeln!(stdin, "{}", to_line(cmd)).and_then(|_| stdin.flush());
@@ -80,7 +84,7 @@ impl Worker {
 }
 
 /// Kills and reaps every worker still running (on every path out of a run).
-struct Workers(Vec<Worker>);
+pub(crate) struct Workers(pub(crate) Vec<Worker>);
 
 impl Drop for Workers {
     fn drop(&mut self) {
@@ -106,7 +110,11 @@ impl Drop for Workers {
     }
 }
 
-fn spawn_workers(cfg: &RunConfig, tx: &Sender<Msg>) -> Result<Workers, RunError> {
+pub(crate) fn spawn_workers(
+    cfg: &RunConfig,
+    churn: Option<ChurnSpec>,
+    tx: &Sender<Msg>,
+) -> Result<Workers, RunError> {
     let exe = std::env::current_exe().map_err(RunError::Spawn)?;
     let mut workers = Workers(Vec::with_capacity(cfg.procs));
     for index in 0..cfg.procs {
@@ -132,7 +140,9 @@ fn spawn_workers(cfg: &RunConfig, tx: &Sender<Msg>) -> Result<Workers, RunError>
             token: cfg.tokens.subscriber.clone(),
             source_ips: cfg.source_ips.clone(),
             progress_ms: PROGRESS_EVERY.as_millis() as u64,
-            churn: None,
+            churn: churn.clone(),
+            conflate_share: cfg.conflate_share,
+            snapshot_share: cfg.snapshot_share,
         })));
         workers.0.push(w);
         let tx = tx.clone();
@@ -163,7 +173,7 @@ fn spawn_workers(cfg: &RunConfig, tx: &Sender<Msg>) -> Result<Workers, RunError>
 }
 
 /// The progress line's state.
-struct Ticker {
+pub(crate) struct Ticker {
     quiet: bool,
     start: Instant,
     next: Instant,
@@ -175,7 +185,7 @@ struct Ticker {
 }
 
 impl Ticker {
-    fn new(procs: usize, quiet: bool) -> Self {
+    pub(crate) fn new(procs: usize, quiet: bool) -> Self {
         let now = Instant::now();
         Ticker {
             quiet,
@@ -199,7 +209,7 @@ impl Ticker {
     }
 
     /// A worker's connect phase ended: its counts are final until its next progress.
-    fn ready(&mut self, w: usize, established: u64, failed: u64) {
+    pub(crate) fn ready(&mut self, w: usize, established: u64, failed: u64) {
         if let Some(slot) = self.progress.get_mut(w) {
             slot.established = established;
             slot.failed = failed;
@@ -210,7 +220,7 @@ impl Ticker {
         self.next.saturating_duration_since(Instant::now())
     }
 
-    fn maybe_print(&mut self, phase: &str, requested: u64, accepted: u64) {
+    pub(crate) fn maybe_print(&mut self, phase: &str, requested: u64, accepted: u64) {
         let now = Instant::now();
         if now < self.next {
             return;
@@ -296,7 +306,7 @@ fn read_server(pid: Option<u32>) -> Option<ProcSample> {
 fn execute(cfg: &RunConfig) -> Result<Summary, RunError> {
     let server_before = read_server(cfg.server_pid);
     let (tx, rx) = mpsc::channel();
-    let mut workers = spawn_workers(cfg, &tx)?;
+    let mut workers = spawn_workers(cfg, None, &tx)?;
     let mut ticker = Ticker::new(cfg.procs, cfg.quiet);
     let live = Arc::new(Live::default());
 
@@ -356,6 +366,8 @@ fn execute(cfg: &RunConfig) -> Result<Summary, RunError> {
             event_type: cfg.event_type.clone(),
             batch: cfg.batch,
             payload: cfg.payload,
+            keys: cfg.keys,
+            values: cfg.keys > 0 || cfg.conflate_share > 0.0,
             rate: cfg.rate,
             connections: cfg.publishers,
             warmup: cfg.warmup,
@@ -412,6 +424,11 @@ fn execute(cfg: &RunConfig) -> Result<Summary, RunError> {
         w.send(&WorkerCommand::Finish {
             published: outcome.per_stream.clone(),
             drain_ms: drain.as_millis() as u64,
+            last_values: if cfg.conflate_share > 0.0 {
+                outcome.last_values.clone()
+            } else {
+                Vec::new()
+            },
         });
     }
     let mut finals: Vec<Option<Final>> = vec![None; cfg.procs];
@@ -453,7 +470,7 @@ fn execute(cfg: &RunConfig) -> Result<Summary, RunError> {
 }
 
 /// What waiting for workers gave.
-enum Wait {
+pub(crate) enum Wait {
     Msg(Msg),
     /// Time to print progress.
     Tick,
@@ -462,7 +479,7 @@ enum Wait {
 }
 
 /// The next message, a progress tick, or the deadline.
-fn next(rx: &Receiver<Msg>, ticker: &Ticker, deadline: Instant) -> Wait {
+pub(crate) fn next(rx: &Receiver<Msg>, ticker: &Ticker, deadline: Instant) -> Wait {
     let now = Instant::now();
     if now >= deadline {
         return Wait::Deadline;
@@ -476,7 +493,7 @@ fn next(rx: &Receiver<Msg>, ticker: &Ticker, deadline: Instant) -> Wait {
     }
 }
 
-fn handle_other(msg: Msg, ticker: &mut Ticker) -> Result<(), RunError> {
+pub(crate) fn handle_other(msg: Msg, ticker: &mut Ticker) -> Result<(), RunError> {
     match msg {
         Msg::Worker(w, Report::Progress(p)) => {
             ticker.record(w, p);
@@ -581,6 +598,16 @@ pub fn aggregate(cfg: &RunConfig, finals: &[Final], out: &publisher::Outcome) ->
         latency: LatencySummary::from_hist(&latency),
         closes,
         server: None,
+        conflation: (cfg.conflate_share > 0.0).then(|| {
+            let mut t = ConflateTally::default();
+            finals.iter().for_each(|f| t.add(&f.conflation));
+            t
+        }),
+        snapshots: (cfg.snapshot_share > 0.0).then(|| {
+            let mut t = SnapshotTally::default();
+            finals.iter().for_each(|f| t.add(&f.snapshots));
+            t
+        }),
         slo: Vec::new(),
     }
 }

@@ -13,6 +13,8 @@
 //! | `connect_errors` | connections that could not be established, a count |
 //! | `closes` | connections the server closed during the run, a count |
 //! | `rate` | measured deliveries a second, a number (`>=100000`, `1.5M`, `200k`) |
+//! | `conflate_mismatch` | (connection, key) pairs of conflating connections not ending on the key's last published value, a count |
+//! | `snapshot_errors` | snapshot connections with a malformed or missing snapshot, a count |
 //! | `rss_per_conn` | server RSS per connection (`--server-pid`): bytes, `512`, `1KiB` |
 //! | `cpu_per_delivery` | server CPU per delivery (`--server-pid`): a duration, `10us` |
 
@@ -28,7 +30,7 @@ pub enum SloError {
     Empty,
     #[error("objective `{0}` has no comparison (write e.g. p99<10ms, loss=0)")]
     NoOperator(String),
-    #[error("objective `{term}`: unknown metric `{metric}` (known: p50 p90 p95 p99 p999 p9999 max mean connect_p50 connect_p99 connect_max loss order connect_errors closes rate rss_per_conn cpu_per_delivery)")]
+    #[error("objective `{term}`: unknown metric `{metric}` (known: p50 p90 p95 p99 p999 p9999 max mean connect_p50 connect_p99 connect_max loss order connect_errors closes rate conflate_mismatch snapshot_errors rss_per_conn cpu_per_delivery)")]
     UnknownMetric { term: String, metric: String },
     #[error("objective `{term}`: {reason}")]
     BadValue { term: String, reason: String },
@@ -103,6 +105,10 @@ pub enum Metric {
     Closes(u64),
     /// Measured deliveries a second.
     Rate(f64),
+    /// Conflating (connection, key) pairs not on the last published value.
+    ConflateMismatch(u64),
+    /// Snapshot connections with errors.
+    SnapshotErrors(u64),
     /// Server RSS per connection, bytes.
     RssPerConn(u64),
     /// Server CPU per delivery, ns.
@@ -211,6 +217,8 @@ fn parse_objective(term: &str) -> Result<Objective, SloError> {
             "connect_errors" => Metric::ConnectErrors(count(value)?),
             "closes" => Metric::Closes(count(value)?),
             "rate" => Metric::Rate(parse_rate(value).map_err(bad)?),
+            "conflate_mismatch" => Metric::ConflateMismatch(count(value)?),
+            "snapshot_errors" => Metric::SnapshotErrors(count(value)?),
             "rss_per_conn" => Metric::RssPerConn(parse_size(value).map_err(bad)? as u64),
             "cpu_per_delivery" => Metric::CpuPerDelivery(parse_latency_ns(value).map_err(bad)?),
             _ => {
@@ -286,6 +294,15 @@ fn evaluate_one(o: &Objective, s: &Summary) -> Verdict {
             let r = s.deliveries.per_second;
             verdict(format!("{}/s", fmt_si(r)), o.op.holds(r, t))
         }
+        Metric::ConflateMismatch(t) => match &s.conflation {
+            // No (connection, key) pair checked is no evidence either way.
+            Some(c) if c.matching + c.mismatching > 0 => counted(c.mismatching, t),
+            _ => verdict("no data (needs --conflate-share)".into(), false),
+        },
+        Metric::SnapshotErrors(t) => match &s.snapshots {
+            Some(sn) if sn.connections > 0 => counted(sn.errors(), t),
+            _ => verdict("no data (needs --snapshot-share)".into(), false),
+        },
         Metric::RssPerConn(t) => match s.server.as_ref().and_then(|v| v.rss_per_connection_bytes) {
             Some(b) => verdict(fmt_bytes(b), o.op.holds(b, t as f64)),
             None => verdict("no data (needs --server-pid)".into(), false),
@@ -397,6 +414,32 @@ mod tests {
         let v = evaluate(&o, &s);
         assert_eq!((v[0].ok, v[0].measured.as_str()), (true, "800 B"));
         assert_eq!((v[1].ok, v[1].measured.as_str()), (true, "5.02us"));
+    }
+
+    #[test]
+    fn conflation_and_snapshot_objectives() {
+        use crate::accounting::{ConflateTally, SnapshotTally};
+        let o = parse("conflate_mismatch=0, snapshot_errors=0").unwrap();
+        assert_eq!(o[0].metric, Metric::ConflateMismatch(0));
+        let mut s = sample_summary();
+        assert!(evaluate(&o, &s).iter().all(|v| !v.ok));
+        s.conflation = Some(ConflateTally {
+            connections: 2,
+            matching: 10,
+            ..Default::default()
+        });
+        s.snapshots = Some(SnapshotTally {
+            connections: 2,
+            failed: 1,
+            markers: 1,
+            missing_marker: 1,
+            ..Default::default()
+        });
+        let v = evaluate(&o, &s);
+        assert_eq!(
+            (v[0].ok, v[1].ok, v[1].measured.as_str()),
+            (true, false, "1")
+        );
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //! parent ─close─► worker: closes its connections politely and exits
 //! ```
 
+use crate::accounting::{ConflateTally, LastValues, SnapshotTally};
 use crate::streams::Stream;
 use crate::subscriber::churn::ChurnSpec;
 use hdrhistogram::serialization::{Deserializer, Serializer, V2Serializer};
@@ -63,6 +64,12 @@ pub struct WorkerSpec {
     /// Churn (the soak): connections end after a lifetime and are replaced.
     #[serde(default)]
     pub churn: Option<ChurnSpec>,
+    /// Share of the connections that ask for `conflate=1`.
+    #[serde(default)]
+    pub conflate_share: f64,
+    /// Share of the connections that ask for `snapshot=1`.
+    #[serde(default)]
+    pub snapshot_share: f64,
 }
 
 /// Parent to worker.
@@ -75,6 +82,9 @@ pub enum Command {
     Finish {
         published: Vec<u64>,
         drain_ms: u64,
+        /// The last value published per key of each stream (for conflating connections).
+        #[serde(default)]
+        last_values: Vec<LastValues>,
     },
     /// With churn: `false` closes every connection (each in its own way) and stops
     /// connecting, answered by `paused`; `true` connects and churns again.
@@ -133,6 +143,12 @@ pub struct Final {
     /// Churned closes the server did not answer with a close frame in time.
     #[serde(default)]
     pub close_timeouts: u64,
+    /// Conflating connections against the last values published.
+    #[serde(default)]
+    pub conflation: ConflateTally,
+    /// Connections that asked for a snapshot.
+    #[serde(default)]
+    pub snapshots: SnapshotTally,
 }
 
 /// Worker to parent.
@@ -235,6 +251,7 @@ mod tests {
         let c = Command::Finish {
             published: vec![5, 6],
             drain_ms: 100,
+            last_values: vec![[("k1".to_string(), Some(7))].into_iter().collect()],
         };
         assert_eq!(from_line::<Command>(&to_line(&c)).unwrap(), c);
         assert!(from_line::<Report>("{\"msg\":\"nope\"}").is_err());

@@ -280,3 +280,129 @@ fn compare_runs_both_servers_alternately() {
     assert_eq!(saved, 5); // four runs and the wrapper
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Conflating and snapshot subscribers against the floor, which supports neither: it
+/// passes `key` through and delivers every event, so each conflating connection must
+/// end on the last published value of every key; and no snapshot marker ever comes,
+/// which the harness must report.
+#[test]
+fn conflating_and_snapshot_subscribers_are_accounted_for() {
+    let (_floor, addr) = floor("1");
+    let (code, j) = run(&[
+        "--url",
+        &addr,
+        "-c",
+        "120",
+        "--locations",
+        "2",
+        "--rate",
+        "100",
+        "--duration",
+        "1s",
+        "--warmup",
+        "0s",
+        "--conflate-share",
+        "0.5",
+        "--snapshot-share",
+        "0.25",
+        "--keys",
+        "6",
+        "--publishers",
+        "2",
+        "--batch",
+        "4",
+        "--slo",
+        "conflate_mismatch=0,loss=0,order=0",
+    ]);
+    assert_eq!(code, 0, "{j}");
+    let c = &j["conflation"];
+    assert_eq!(c["connections"], 60);
+    // 30 conflating connections per stream. With 2 publishers and 2 streams, each
+    // publisher's events all go to one stream, and each publishes its own 3 keys.
+    assert_eq!(c["matching"], 60 * 3, "{c}");
+    assert_eq!(
+        (c["mismatching"].as_u64(), c["unknown"].as_u64()),
+        (Some(0), Some(0))
+    );
+    // Only the 60 ordinary connections are owed every event.
+    assert_eq!(j["deliveries"]["expected"], 60 * 50);
+    assert_eq!(j["deliveries"]["total"], 120 * 50);
+    let s = &j["snapshots"];
+    assert_eq!(s["connections"], 30);
+    assert_eq!(s["missing_marker"], 30);
+    let (code, _) = run(&[
+        "--url",
+        &addr,
+        "-c",
+        "8",
+        "--rate",
+        "20",
+        "--duration",
+        "500ms",
+        "--warmup",
+        "0s",
+        "--snapshot-share",
+        "1",
+        "--slo",
+        "snapshot_errors=0",
+    ]);
+    assert_eq!(code, 1);
+}
+
+/// The soak's phases end to end against the floor (short ones): it connects, churns in
+/// every way, pauses, reads the server, and finishes; the floor has no /metrics, so
+/// the history check fails and the soak exits 1 with every other check passing.
+#[test]
+fn soak_phases_run_and_judge() {
+    let (floor, addr) = floor("1");
+    let pid = floor.pid();
+    let out = Command::new(BIN)
+        .args([
+            "soak",
+            "--url",
+            &addr,
+            "--server-pid",
+            &pid,
+            "-c",
+            "60",
+            "--churn-rate",
+            "60",
+            "--rate",
+            "50",
+            "--warmup",
+            "1500ms",
+            "--duration",
+            "2s",
+            "--settle",
+            "500ms",
+            "--sample-every",
+            "1s",
+            "--json",
+            "--quiet",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let failed: Vec<&str> = j["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["ok"] == false)
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(failed, ["history_bytes"], "{stderr}");
+    // Both readings have no harness connection open.
+    assert_eq!(j["baseline"]["open"], 0);
+    assert_eq!(j["final"]["open"], 0);
+    assert!(j["final"]["fds"].as_u64().unwrap() <= j["baseline"]["fds"].as_u64().unwrap() + 2);
+    for kind in ["close", "reset", "drop", "abort"] {
+        assert!(
+            j["churned"][kind].as_u64().unwrap() > 0,
+            "{kind}: {}",
+            j["churned"]
+        );
+    }
+    assert!(stderr.contains("soak         FAILED"), "{stderr}");
+}

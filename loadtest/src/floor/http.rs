@@ -1,7 +1,9 @@
 //! The floor server's HTTP side, sans-io: classify a request head, parse a publish
 //! body, and write canned responses.
 
-use crate::contract::{valid_event_type, valid_location_id, MAX_PUBLISH_BODY, MAX_PUBLISH_EVENTS};
+use crate::contract::{
+    valid_event_type, valid_key, valid_location_id, MAX_PUBLISH_BODY, MAX_PUBLISH_EVENTS,
+};
 use crate::streams::{channel_of_path, CHANNELS};
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -220,6 +222,8 @@ struct RawEvent<'a> {
     #[serde(borrow)]
     event_type: Cow<'a, str>,
     #[serde(borrow, default)]
+    key: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
     data: Option<&'a RawValue>,
 }
 
@@ -231,6 +235,8 @@ pub struct PubEvent<'a> {
     /// One location id, or `None` for `"*"` (every location with subscribers).
     pub location: Option<Cow<'a, str>>,
     pub event_type: Cow<'a, str>,
+    /// `key`, when given (docs/protocol.md §9); passed through to the frame.
+    pub key: Option<Cow<'a, str>>,
     /// `data` as it stood in the body (`null` when absent).
     pub data: &'a str,
 }
@@ -280,10 +286,14 @@ pub fn parse_publish(body: &[u8]) -> Result<Vec<PubEvent<'_>>, (u16, String)> {
             if !valid_event_type(&r.event_type) {
                 return Err((400, "event_type: invalid".into()));
             }
+            if r.key.as_ref().is_some_and(|k| !valid_key(k)) {
+                return Err((400, "key: invalid".into()));
+            }
             Ok(PubEvent {
                 channels,
                 location,
                 event_type: r.event_type,
+                key: r.key,
                 data: r.data.map_or("null", RawValue::get),
             })
         })
@@ -394,6 +404,7 @@ mod tests {
             &br#"{"channel":"x","location_id":"l","event_type":"A"}"#[..],
             br#"{"channel":"dashboard","location_id":"a/b","event_type":"A"}"#,
             br#"{"channel":"dashboard","location_id":"l","event_type":"A B"}"#,
+            br#"{"channel":"dashboard","location_id":"l","event_type":"A","key":"a b"}"#,
             br#"{"location_id":"l","event_type":"A"}"#,
             b"3",
             b"{",

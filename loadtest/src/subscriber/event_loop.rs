@@ -9,9 +9,10 @@
 //! ```
 
 use super::churn::{ChurnKind, ChurnSpec, Pacer};
-use super::session::{Ctx, Masks, Outcome, Session};
+use super::session::{Ctx, Masks, Outcome, Session, Subscription};
 use super::stats::{Ended, Stats};
 use super::Inbound;
+use crate::accounting::LastValues;
 use crate::handshake::upgrade_request;
 use crate::worker::{Command, Report, WorkerSpec};
 use mio::net::TcpStream;
@@ -83,9 +84,11 @@ enum State {
     /// Churn off: the connections are closing; `paused` is reported once none is left.
     Pausing,
     Paused,
-    /// Publishing is over: `published[s]` events went to stream `s`.
+    /// Publishing is over: `published[s]` events went to stream `s`, whose keys'
+    /// last values are `last_values[s]`.
     Draining {
         published: Vec<u64>,
+        last_values: Vec<LastValues>,
         until: Instant,
     },
     /// The final report is out; the connections stay open until `close`.
@@ -240,10 +243,12 @@ impl Subscribers {
             Command::Finish {
                 published,
                 drain_ms,
+                last_values,
             } => {
                 self.fail_unstarted("not_started");
                 self.state = State::Draining {
                     published,
+                    last_values,
                     until: Instant::now() + Duration::from_millis(drain_ms),
                 };
             }
@@ -332,16 +337,21 @@ impl Subscribers {
             Interest::READABLE | Interest::WRITABLE,
         )?;
         let key = tungstenite::handshake::client::generate_key();
-        let path = &self.spec.streams[stream].path;
-        let request = upgrade_request(
-            path,
-            &self.spec.host_header,
-            self.spec.token.as_deref(),
-            &key,
+        let sub = Subscription::for_connection(
+            global,
+            self.spec.streams.len(),
+            self.spec.conflate_share,
+            self.spec.snapshot_share,
         );
+        let mut params = sub.params();
+        if let Some(token) = &self.spec.token {
+            params.push(("token", token));
+        }
+        let path = &self.spec.streams[stream].path;
+        let request = upgrade_request(path, &self.spec.host_header, &params, &key);
         entry.insert(Conn {
             sock: tcp,
-            session: Session::new(stream, request, key, Instant::now()),
+            session: Session::new(stream, sub, request, key, Instant::now()),
             n: global,
             ends_at: None,
         });
@@ -389,9 +399,13 @@ impl Subscribers {
                 self.state = State::Paused;
                 emit(&Report::Paused);
             }
-            State::Draining { published, until } if now >= *until || self.drained(published) => {
-                let published = published.clone();
-                emit(&Report::Final(Box::new(self.final_report(&published))));
+            State::Draining {
+                published,
+                last_values,
+                until,
+            } if now >= *until || self.drained(published) => {
+                let report = self.final_report(published, last_values);
+                emit(&Report::Final(Box::new(report)));
                 self.state = State::Reported;
             }
             _ => {}
@@ -402,12 +416,15 @@ impl Subscribers {
     /// nothing to wait for: each connection is owed only what it was there for).
     fn drained(&self, published: &[u64]) -> bool {
         self.churn().is_some()
-            || self.conns.iter().all(|(_, c)| match c.session.tracker() {
-                Some(t) => {
-                    t.complete(t.base() + published.get(c.session.stream).copied().unwrap_or(0))
-                }
-                None => true,
-            })
+            || self
+                .conns
+                .iter()
+                .all(|(_, c)| match c.session.accounting() {
+                    Some(a) => a.tracking.complete(
+                        a.tracking.base() + published.get(c.session.stream).copied().unwrap_or(0),
+                    ),
+                    None => true,
+                })
     }
 
     fn on_ready(&mut self, key: usize) {
@@ -564,25 +581,26 @@ impl Subscribers {
         let _ = self.poll.registry().deregister(&mut sock);
         let stream = session.stream;
         let churn = self.spec.churn.is_some();
-        if let Some(tracker) = session.into_tracker() {
-            let upto = churn.then(|| tracker.last());
+        if let Some(accounting) = session.into_accounting() {
+            let upto = churn.then(|| accounting.tracking.last());
             self.ended.push(Ended {
                 stream,
-                tracker,
+                accounting,
                 upto,
             });
         }
     }
 
     /// The final figures: the ended connections and the open ones.
-    fn final_report(&self, published: &[u64]) -> crate::worker::Final {
+    fn final_report(&self, published: &[u64], last_values: &[LastValues]) -> crate::worker::Final {
         let churn = self.churn().is_some();
-        let ended = self.ended.iter().map(|e| (e.stream, &e.tracker, e.upto));
+        let ended = self.ended.iter().map(|e| (e.stream, &e.accounting, e.upto));
         let open = self.conns.iter().filter_map(|(_, c)| {
-            let t = c.session.tracker()?;
-            Some((c.session.stream, t, churn.then(|| t.last())))
+            let a = c.session.accounting()?;
+            Some((c.session.stream, a, churn.then(|| a.tracking.last())))
         });
-        self.stats.to_final(ended.chain(open), published)
+        self.stats
+            .to_final(ended.chain(open), published, last_values)
     }
 
     /// Closes what is still open, politely and without waiting.

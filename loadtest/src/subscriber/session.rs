@@ -10,7 +10,7 @@
 
 use super::reader::{Flow, Frame, FrameReader};
 use super::stats::Stats;
-use crate::accounting::SeqTracker;
+use crate::accounting::{ConflateTracker, SeqTracker, SnapshotCheck};
 use crate::handshake::parse_response;
 use crate::message::{self, ServerMsg};
 use crate::wsframe::{self, Opcode};
@@ -56,6 +56,93 @@ pub struct Ctx<'a> {
     pub masks: &'a mut Masks,
 }
 
+/// What a connection asks for on its upgrade (docs/protocol.md §9).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Subscription {
+    /// `conflate=1`: at most one unwritten event per key; seqs may skip.
+    pub conflate: bool,
+    /// `snapshot=1`: the last value of each key right after the establishment.
+    pub snapshot: bool,
+}
+
+impl Subscription {
+    /// What connection number `n` asks for when `conflate_share` of the connections
+    /// conflate and `snapshot_share` ask for a snapshot. Connection `n` is the
+    /// `n / streams`-th of its stream (`n % streams`), and the shares are spread evenly
+    /// over those ranks, so that every stream gets its share: rank `i` conflates when
+    /// `⌊(i+1)·share⌋ > ⌊i·share⌋`; snapshots take the same rule half a step later, so
+    /// that at a share of ½ each the two sets are disjoint.
+    pub fn for_connection(
+        n: u64,
+        streams: usize,
+        conflate_share: f64,
+        snapshot_share: f64,
+    ) -> Self {
+        let rank = (n / streams.max(1) as u64) as f64;
+        let picked = |share: f64, phase: f64| {
+            share > 0.0 && ((rank + 1.0) * share + phase).floor() > (rank * share + phase).floor()
+        };
+        Subscription {
+            conflate: picked(conflate_share, 0.0),
+            snapshot: picked(snapshot_share, 0.5),
+        }
+    }
+
+    /// Its query parameters.
+    pub fn params(self) -> Vec<(&'static str, &'static str)> {
+        let mut p = Vec::new();
+        if self.conflate {
+            p.push(("conflate", "1"));
+        }
+        if self.snapshot {
+            p.push(("snapshot", "1"));
+        }
+        p
+    }
+}
+
+/// How a live connection's seqs are accounted for.
+#[derive(Debug, Clone)]
+pub enum Tracking {
+    /// Every seq, once, in order.
+    Strict(SeqTracker),
+    /// Ascending seqs that may skip; the last value per key.
+    Conflating(ConflateTracker),
+}
+
+impl Tracking {
+    pub fn base(&self) -> u64 {
+        match self {
+            Tracking::Strict(t) => t.base(),
+            Tracking::Conflating(c) => c.base(),
+        }
+    }
+
+    /// Highest seq received.
+    pub fn last(&self) -> u64 {
+        match self {
+            Tracking::Strict(t) => t.last(),
+            Tracking::Conflating(c) => c.last(),
+        }
+    }
+
+    /// Whether nothing more is owed up to `final_seq`.
+    pub fn complete(&self, final_seq: u64) -> bool {
+        match self {
+            Tracking::Strict(t) => t.complete(final_seq),
+            Tracking::Conflating(c) => c.complete(final_seq),
+        }
+    }
+}
+
+/// Everything a live connection accounts for.
+#[derive(Debug, Clone)]
+pub struct Accounting {
+    pub tracking: Tracking,
+    /// With `snapshot=1`: the shape of the snapshot.
+    pub snapshot: Option<SnapshotCheck>,
+}
+
 #[derive(Debug)]
 enum Phase {
     /// TCP connect in progress; `request` is the upgrade request to send once connected.
@@ -65,7 +152,7 @@ enum Phase {
     /// Upgraded; waiting for `BI_CONNECTION_ESTABLISHED`.
     Awaiting,
     /// Receiving events.
-    Live(SeqTracker),
+    Live(Accounting),
 }
 
 /// One connection's state, without its socket.
@@ -73,6 +160,8 @@ enum Phase {
 pub struct Session {
     /// Index into the spec's streams.
     pub stream: usize,
+    /// What it asked for.
+    pub subscription: Subscription,
     /// When the TCP connect started (connect time is measured from here).
     pub started: Instant,
     phase: Phase,
@@ -85,10 +174,18 @@ pub struct Session {
 }
 
 impl Session {
-    /// A connection to `stream` that sends `request` (an upgrade with `key`) once connected.
-    pub fn new(stream: usize, request: Vec<u8>, key: String, started: Instant) -> Self {
+    /// A connection to `stream` that sends `request` (an upgrade with `key`, asking for
+    /// `subscription`) once connected.
+    pub fn new(
+        stream: usize,
+        subscription: Subscription,
+        request: Vec<u8>,
+        key: String,
+        started: Instant,
+    ) -> Self {
         Session {
             stream,
+            subscription,
             started,
             phase: Phase::Connecting { request, key },
             reader: FrameReader::new(MAX_MESSAGE),
@@ -112,18 +209,18 @@ impl Session {
         matches!(self.phase, Phase::Live(_) | Phase::Awaiting)
     }
 
-    /// The tracker of a live connection.
-    pub fn tracker(&self) -> Option<&SeqTracker> {
+    /// The accounting of a live connection.
+    pub fn accounting(&self) -> Option<&Accounting> {
         match &self.phase {
-            Phase::Live(t) => Some(t),
+            Phase::Live(a) => Some(a),
             _ => None,
         }
     }
 
-    /// The tracker, when the connection is being dropped.
-    pub fn into_tracker(self) -> Option<SeqTracker> {
+    /// The accounting, when the connection is being dropped.
+    pub fn into_accounting(self) -> Option<Accounting> {
         match self.phase {
-            Phase::Live(t) => Some(t),
+            Phase::Live(a) => Some(a),
             _ => None,
         }
     }
@@ -200,12 +297,13 @@ impl Session {
             out,
             started,
             closing,
+            subscription,
             ..
         } = self;
         let mut outcome = Outcome::Keep;
         let read = reader.feed(data, &mut |frame| {
             outcome = match frame {
-                Frame::Message(text) => on_message(phase, *started, text, ctx),
+                Frame::Message(text) => on_message(phase, *subscription, *started, text, ctx),
                 Frame::Ping(payload) => {
                     wsframe::encode(out, Opcode::Pong, payload, Some(ctx.masks.next_key()));
                     Outcome::Keep
@@ -236,7 +334,13 @@ impl Session {
 }
 
 /// One complete text (or binary) message.
-fn on_message(phase: &mut Phase, started: Instant, text: &[u8], ctx: &mut Ctx) -> Outcome {
+fn on_message(
+    phase: &mut Phase,
+    sub: Subscription,
+    started: Instant,
+    text: &[u8],
+    ctx: &mut Ctx,
+) -> Outcome {
     let st = &mut *ctx.stats;
     let msg = match message::parse(text) {
         Ok(m) => m,
@@ -253,13 +357,51 @@ fn on_message(phase: &mut Phase, started: Instant, text: &[u8], ctx: &mut Ctx) -
             let took = ctx.now.saturating_duration_since(started);
             let _ = st.connect.record((took.as_nanos() as u64).max(1));
             st.established += 1;
-            *phase = Phase::Live(SeqTracker::new(last_seq));
+            *phase = Phase::Live(Accounting {
+                tracking: if sub.conflate {
+                    Tracking::Conflating(ConflateTracker::new(last_seq))
+                } else {
+                    Tracking::Strict(SeqTracker::new(last_seq))
+                },
+                snapshot: sub.snapshot.then(|| SnapshotCheck::new(last_seq)),
+            });
             Outcome::Keep
         }
         (Phase::Awaiting, _) => Outcome::Failed("bad_first_message".into()),
-        (Phase::Live(tracker), ServerMsg::Event { seq, t_ns, warm }) => {
-            tracker.observe(seq);
-            st.delivery(t_ns, warm, ctx.now_ns);
+        (Phase::Live(acc), ServerMsg::Event(ev)) if ev.snapshot => {
+            // A last value sent on connect: not a delivery of a live event.
+            match (&mut acc.snapshot, &mut acc.tracking) {
+                (Some(check), tracking) => {
+                    check.event(ev.seq);
+                    if let Tracking::Conflating(c) = tracking {
+                        c.observe_snapshot(ev.seq, &ev.key, ev.value);
+                    }
+                }
+                // A snapshot nobody asked for.
+                (None, _) => st.bad_messages += 1,
+            }
+            Outcome::Keep
+        }
+        (Phase::Live(acc), ServerMsg::Event(ev)) => {
+            if let Some(check) = &mut acc.snapshot {
+                check.live();
+            }
+            match &mut acc.tracking {
+                Tracking::Strict(t) => {
+                    t.observe(ev.seq);
+                }
+                Tracking::Conflating(c) => {
+                    c.observe(ev.seq, &ev.key, ev.value);
+                }
+            }
+            st.delivery(ev.t_ns, ev.warm, ctx.now_ns);
+            Outcome::Keep
+        }
+        (Phase::Live(acc), ServerMsg::Snapshot { count, last_seq }) => {
+            match &mut acc.snapshot {
+                Some(check) => check.marker(count, last_seq),
+                None => st.bad_messages += 1,
+            }
             Outcome::Keep
         }
         _ => Outcome::Keep,
@@ -276,8 +418,12 @@ mod tests {
     const SWITCH: &[u8] = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n";
 
     fn session() -> Session {
-        let req = upgrade_request("/ws/dashboard/loc-1", "h", None, KEY);
-        let mut s = Session::new(0, req, KEY.into(), Instant::now());
+        session_for(Subscription::default())
+    }
+
+    fn session_for(sub: Subscription) -> Session {
+        let req = upgrade_request("/ws/dashboard/loc-1", "h", &sub.params(), KEY);
+        let mut s = Session::new(0, sub, req, KEY.into(), Instant::now());
         s.on_connected();
         s
     }
@@ -306,7 +452,11 @@ mod tests {
 
     /// Feeds `bytes` in pieces; answers the outcome of the last piece and the stats.
     fn play(bytes: &[u8], piece: usize) -> (Session, Outcome, Stats) {
-        let mut s = session();
+        play_as(Subscription::default(), bytes, piece)
+    }
+
+    fn play_as(sub: Subscription, bytes: &[u8], piece: usize) -> (Session, Outcome, Stats) {
+        let mut s = session_for(sub);
         let mut stats = Stats::default();
         let mut masks = Masks::new(7);
         let mut outcome = Outcome::Keep;
@@ -340,7 +490,9 @@ mod tests {
             assert_eq!(st.untimed, 1);
             assert_eq!(st.latency.max(), st.latency.min());
             assert_eq!(st.latency.len(), 1);
-            let t = s.tracker().unwrap();
+            let Some(Tracking::Strict(t)) = s.accounting().map(|a| &a.tracking) else {
+                panic!("not a strict tracker")
+            };
             assert_eq!((t.base(), t.last(), t.gaps), (10, 14, 1));
             // The pong and the close reply, both masked, after the upgrade request.
             let frames = &s.out[s.out.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4..];
@@ -409,6 +561,96 @@ mod tests {
         assert_eq!(s.out.len(), queued);
     }
 
+    /// A snapshot connection that conflates: two last values, the marker, then live
+    /// events of which the server conflated some away.
+    #[test]
+    fn snapshot_then_conflated_live_events() {
+        let sub = Subscription {
+            conflate: true,
+            snapshot: true,
+        };
+        assert_eq!(
+            String::from_utf8_lossy(&session_for(sub).out)
+                .lines()
+                .next(),
+            Some("GET /ws/dashboard/loc-1?conflate=1&snapshot=1 HTTP/1.1")
+        );
+        let mut b = SWITCH.to_vec();
+        text(
+            &mut b,
+            r#"{"type":"BI_CONNECTION_ESTABLISHED","last_seq":20,"conflate":true}"#,
+        );
+        text(
+            &mut b,
+            r#"{"type":"event","seq":12,"key":"a","snapshot":true,"data":{"v":12}}"#,
+        );
+        text(
+            &mut b,
+            r#"{"type":"event","seq":20,"key":"b","snapshot":true,"data":{"v":20}}"#,
+        );
+        text(&mut b, r#"{"type":"snapshot","count":2,"last_seq":20}"#);
+        text(
+            &mut b,
+            r#"{"type":"event","seq":21,"key":"a","data":{"v":21,"t_ns":1}}"#,
+        );
+        text(
+            &mut b,
+            r#"{"type":"event","seq":25,"key":"b","data":{"v":25,"t_ns":1}}"#,
+        );
+        let (s, outcome, st) = play_as(sub, &b, 17);
+        assert_eq!(outcome, Outcome::Keep);
+        assert_eq!((st.deliveries, st.bad_messages), (2, 0));
+        let acc = s.accounting().unwrap();
+        let snap = acc.snapshot.as_ref().unwrap().tally();
+        assert_eq!((snap.markers, snap.events, snap.errors()), (1, 2, 0));
+        let Tracking::Conflating(c) = &acc.tracking else {
+            panic!("not conflating")
+        };
+        assert_eq!((c.last(), c.skipped, c.order_violations), (25, 3, 0));
+        let want = [("a".to_string(), Some(21)), ("b".to_string(), Some(25))]
+            .into_iter()
+            .collect();
+        assert_eq!(c.tally(&want).matching, 2);
+    }
+
+    #[test]
+    fn a_snapshot_nobody_asked_for_is_not_understood() {
+        let mut b = SWITCH.to_vec();
+        text(
+            &mut b,
+            r#"{"type":"BI_CONNECTION_ESTABLISHED","last_seq":5}"#,
+        );
+        text(
+            &mut b,
+            r#"{"type":"event","seq":3,"snapshot":true,"data":{}}"#,
+        );
+        text(&mut b, r#"{"type":"snapshot","count":1,"last_seq":5}"#);
+        let (s, _, st) = play(&b, 64);
+        assert_eq!((st.bad_messages, st.deliveries), (2, 0));
+        assert!(s.accounting().unwrap().snapshot.is_none());
+    }
+
+    #[test]
+    fn shares_are_spread_over_each_stream() {
+        let pick = |streams: usize, c: f64, s: f64| -> Vec<Subscription> {
+            (0..120)
+                .map(|n| Subscription::for_connection(n, streams, c, s))
+                .collect()
+        };
+        let subs = pick(3, 0.5, 0.5);
+        for stream in 0..3 {
+            let mine: Vec<_> = subs.iter().skip(stream).step_by(3).collect();
+            assert_eq!(mine.iter().filter(|s| s.conflate).count(), 20);
+            assert_eq!(mine.iter().filter(|s| s.snapshot).count(), 20);
+            assert!(mine.iter().all(|s| !(s.conflate && s.snapshot)));
+        }
+        let subs = pick(1, 0.25, 0.0);
+        assert_eq!(subs.iter().filter(|s| s.conflate).count(), 30);
+        assert!(subs.iter().all(|s| !s.snapshot));
+        assert!(pick(2, 1.0, 1.0).iter().all(|s| s.conflate && s.snapshot));
+        assert!(pick(2, 0.0, 0.0).iter().all(|s| s.params().is_empty()));
+    }
+
     #[test]
     fn eof_is_a_close_once_upgraded() {
         let s = session();
@@ -423,7 +665,13 @@ mod tests {
 
     #[test]
     fn data_before_the_connect_completes_is_an_error() {
-        let mut s = Session::new(0, Vec::new(), KEY.into(), Instant::now());
+        let mut s = Session::new(
+            0,
+            Subscription::default(),
+            Vec::new(),
+            KEY.into(),
+            Instant::now(),
+        );
         let mut stats = Stats::default();
         let mut masks = Masks::new(1);
         let mut ctx = Ctx {

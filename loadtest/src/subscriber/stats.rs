@@ -1,6 +1,7 @@
 //! The counters and histograms of one worker's subscribers, and its final report.
 
-use crate::accounting::SeqTracker;
+use super::session::{Accounting, Tracking};
+use crate::accounting::LastValues;
 use crate::worker::{hist_to_hex, new_hist, Final, Progress};
 use hdrhistogram::Histogram;
 use std::collections::BTreeMap;
@@ -33,11 +34,11 @@ pub struct Stats {
     pub close_timeouts: u64,
 }
 
-/// The seq accounting of a connection that has ended.
+/// The accounting of a connection that has ended.
 #[derive(Debug)]
 pub struct Ended {
     pub stream: usize,
-    pub tracker: SeqTracker,
+    pub accounting: Accounting,
     /// Tally up to this seq instead of the stream's final one: a connection that joined
     /// or left while events were being published (churn) is owed only what was
     /// published while it was there, and what it had not received when it left was
@@ -116,13 +117,16 @@ impl Stats {
         p
     }
 
-    /// The final report: these counters, and the loss accounting of every tracker
-    /// against its stream's final seq (`published[stream]` events after its base) or
-    /// its own `upto`.
+    /// The final report: these counters; the loss accounting of every ordinary
+    /// connection against its stream's final seq (`published[stream]` events after its
+    /// base) or its own `upto`; every conflating connection's last values against
+    /// `last_values` of its stream (unless it was churned: `upto` is set); and the
+    /// snapshots.
     pub fn to_final<'a>(
         &self,
-        trackers: impl Iterator<Item = (usize, &'a SeqTracker, Option<u64>)>,
+        connections: impl Iterator<Item = (usize, &'a Accounting, Option<u64>)>,
         published: &[u64],
+        last_values: &[LastValues],
     ) -> Final {
         let mut f = Final {
             established: self.established,
@@ -141,17 +145,34 @@ impl Stats {
             close_timeouts: self.close_timeouts,
             ..Default::default()
         };
-        for (stream, t, upto) in trackers {
-            let final_seq =
-                upto.unwrap_or_else(|| t.base() + published.get(stream).copied().unwrap_or(0));
-            let tally = t.tally(final_seq);
-            f.expected += tally.expected;
-            f.lost += tally.lost;
-            f.extra += tally.extra;
-            f.imprecise |= tally.imprecise;
-            f.order_violations += t.order_violations;
-            f.duplicates += t.duplicates;
-            f.gaps += t.gaps;
+        let none = LastValues::new();
+        for (stream, acc, upto) in connections {
+            if let Some(check) = &acc.snapshot {
+                f.snapshots.add(&check.tally());
+            }
+            match &acc.tracking {
+                Tracking::Strict(t) => {
+                    let final_seq = upto
+                        .unwrap_or_else(|| t.base() + published.get(stream).copied().unwrap_or(0));
+                    let tally = t.tally(final_seq);
+                    f.expected += tally.expected;
+                    f.lost += tally.lost;
+                    f.extra += tally.extra;
+                    f.imprecise |= tally.imprecise;
+                    f.order_violations += t.order_violations;
+                    f.duplicates += t.duplicates;
+                    f.gaps += t.gaps;
+                }
+                Tracking::Conflating(c) => {
+                    let want = match upto {
+                        None => last_values.get(stream).unwrap_or(&none),
+                        Some(_) => &none,
+                    };
+                    let tally = c.tally(want);
+                    f.order_violations += tally.order_violations;
+                    f.conflation.add(&tally);
+                }
+            }
         }
         f
     }
