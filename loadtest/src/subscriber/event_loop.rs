@@ -386,8 +386,9 @@ impl Subscribers {
                             .get(key)
                             .is_some_and(|c| c.session.closing_since().is_some()) =>
                     {
+                        // Unanswered: counted as a close all the same, and reset.
                         self.stats.close_timeouts += 1;
-                        self.end(key, Ending::Churn(ChurnKind::Drop));
+                        self.end(key, Ending::Churn(ChurnKind::Close));
                     }
                     Ending::Churn(kind) => self.churn_end(key, kind, now),
                     other => self.end(key, other),
@@ -517,7 +518,7 @@ impl Subscribers {
                 self.closing += 1;
             }
             if flush(&mut c.sock, &mut c.session.out).is_err() {
-                self.end(key, Ending::Churn(ChurnKind::Drop));
+                self.end(key, Ending::Churn(ChurnKind::Close));
             }
         } else {
             self.end(key, Ending::Churn(kind));
