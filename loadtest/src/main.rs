@@ -43,7 +43,11 @@ fn main() {
                 eprintln!("bistream-loadtest compare: {e}");
                 EXIT_USAGE
             }
-            Ok(cfg) => compare::run(&cfg),
+            Ok(cfg) => {
+                // The servers and clients it starts inherit the raised limit.
+                raise_limit();
+                compare::run(&cfg)
+            }
         },
         None => {
             let hard = raise_limit();
