@@ -6,7 +6,7 @@ BIN := target/release/bistream
 VENV := target/venv
 PYTHON := $(VENV)/bin/python
 
-.PHONY: all build run test unit lint fmt bench loadtest loadtest-smoke autobahn fuzz nginx-test dist clean venv standalone js-test console console-check
+.PHONY: all build run test unit lint fmt bench loadtest loadtest-smoke soak soak-ci compare autobahn fuzz nginx-test dist clean venv standalone js-test console console-check
 
 all: build
 
@@ -28,6 +28,7 @@ test: standalone venv
 	$(MAKE) js-test
 	$(MAKE) autobahn
 	$(MAKE) loadtest-smoke
+	$(MAKE) soak-ci
 	$(MAKE) nginx-test
 
 ## The Python venv of the test scripts; quick when it is already up to date.
@@ -59,6 +60,25 @@ loadtest: build
 loadtest-smoke: build
 	tests/loadtest/run.sh -- --connections 300 --channels all --locations 2 --rate 50 \
 	  --publishers 2 --duration 3s --slo "p99<2s,loss=0,order=0"
+
+## Soak (not in CI): 30 minutes of connection churn (close handshakes, resets, drops,
+## aborted upgrades) under a steady publish rate against a fresh release server; RSS,
+## descriptors and bistream_history_bytes every 10 s must come back to their baseline
+## (docs/loadtest.md, "Soak"). Exit 1 on growth.
+soak: build
+	tests/loadtest/run.sh -- soak --connections 1000 --churn-rate 200 --rate 100 \
+	  --warmup 2m --duration 30m --settle 30s --sample-every 10s --rss-tolerance 4MiB
+
+## The same soak in about 2 minutes (75 s of churn, twice the churn rate), for CI;
+## fails on growth.
+soak-ci: build
+	tests/loadtest/run.sh -- soak --connections 1000 --churn-rate 400 --rate 100 \
+	  --warmup 20s --duration 75s --settle 10s --sample-every 10s --rss-tolerance 2MiB
+
+## The performance table of issue 15 in one command: the floor and bistream, fresh
+## for every run, medians of 3 (server on CPU 0, client on CPU 1). docs/loadtest.md.
+compare: build
+	target/release/bistream-loadtest compare --runs 3
 
 ## bistream behind the real nginx (Debian package, installed when missing), both
 ## upstream kinds; see docs/nginx.md. Uses the debug binary `cargo test` built.

@@ -31,12 +31,16 @@ impl HandshakeError {
     }
 }
 
-/// The upgrade request for `path` (with `?token=` when a token is given).
-pub fn upgrade_request(path: &str, host: &str, token: Option<&str>, key: &str) -> Vec<u8> {
-    let query = match token {
-        Some(t) => format!("?token={t}"),
-        None => String::new(),
-    };
+/// The upgrade request for `path` with the query parameters given (`token`,
+/// `conflate`, `snapshot`; their values need no escaping: JWTs are base64url).
+pub fn upgrade_request(path: &str, host: &str, params: &[(&str, &str)], key: &str) -> Vec<u8> {
+    let mut query = String::new();
+    for (i, (name, value)) in params.iter().enumerate() {
+        query.push(if i == 0 { '?' } else { '&' });
+        query.push_str(name);
+        query.push('=');
+        query.push_str(value);
+    }
     format!(
         "GET {path}{query} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\nUser-Agent: bistream-loadtest\r\n\r\n"
@@ -87,9 +91,18 @@ mod tests {
 
     #[test]
     fn request_carries_token_and_key() {
-        let r = upgrade_request("/ws/dashboard/loc-1", "127.0.0.1:8000", Some("a.b.c"), KEY);
+        let r = upgrade_request(
+            "/ws/dashboard/loc-1",
+            "127.0.0.1:8000",
+            &[("token", "a.b.c")],
+            KEY,
+        );
         let s = String::from_utf8(r).unwrap();
         assert!(s.starts_with("GET /ws/dashboard/loc-1?token=a.b.c HTTP/1.1\r\n"));
+        let r = upgrade_request("/ws/x/l", "h", &[("conflate", "1"), ("snapshot", "1")], KEY);
+        assert!(r.starts_with(b"GET /ws/x/l?conflate=1&snapshot=1 HTTP/1.1\r\n"));
+        let r = upgrade_request("/ws/x/l", "h", &[], KEY);
+        assert!(r.starts_with(b"GET /ws/x/l HTTP/1.1\r\n"));
         assert!(s.contains("Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"));
         assert!(s.ends_with("\r\n\r\n"));
     }

@@ -4,7 +4,7 @@
 
 use bistream_loadtest::cli::{Cli, Cmd};
 use bistream_loadtest::run::{self, EXIT_FAILED, EXIT_USAGE};
-use bistream_loadtest::{floor, rlimit, worker_process};
+use bistream_loadtest::{compare, floor, rlimit, soak, worker_process};
 use clap::Parser;
 
 fn main() {
@@ -26,6 +26,27 @@ fn main() {
                         EXIT_FAILED
                     }
                 }
+            }
+        },
+        Some(Cmd::Soak(args)) => {
+            let hard = raise_limit();
+            match args.validate(hard) {
+                Err(e) => {
+                    eprintln!("bistream-loadtest soak: {e}");
+                    EXIT_USAGE
+                }
+                Ok(cfg) => soak::run(&cfg),
+            }
+        }
+        Some(Cmd::Compare(args)) => match args.validate() {
+            Err(e) => {
+                eprintln!("bistream-loadtest compare: {e}");
+                EXIT_USAGE
+            }
+            Ok(cfg) => {
+                // The servers and clients it starts inherit the raised limit.
+                raise_limit();
+                compare::run(&cfg)
             }
         },
         None => {

@@ -1,7 +1,8 @@
 //! The publisher: `POST /api/events` over one keep-alive connection, paced at a rate
 //! (or as fast as possible for a burst), each event carrying its send time.
 
-use crate::message::{SEND_TIME_KEY, WARMUP_KEY};
+use crate::accounting::LastValues;
+use crate::message::{SEND_TIME_KEY, VALUE_KEY, WARMUP_KEY};
 use crate::streams::Stream;
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
@@ -30,6 +31,10 @@ pub struct Plan {
     pub batch: usize,
     /// Bytes of padding in each event's `data`.
     pub payload: usize,
+    /// Keys published (`key` = `k0`..): 0 publishes none (the key is the event type).
+    pub keys: usize,
+    /// Whether events carry a value (`data.v`) and the last one per key is kept.
+    pub values: bool,
     /// Events a second during warm-up and (in rate mode) the measured phase, over all
     /// connections.
     pub rate: f64,
@@ -54,6 +59,28 @@ pub struct Live {
     pub accepted: AtomicU64,
     /// Set when the measured phase starts.
     pub measuring: AtomicBool,
+    /// Set by the parent to end publishing early (the soak ends when its phases do).
+    pub stop: AtomicBool,
+}
+
+/// Longest single sleep of a publisher, so that a stop is seen soon.
+const NAP: Duration = Duration::from_millis(50);
+
+impl Live {
+    fn stopped(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+
+    /// Sleeps until `until` or until stopped.
+    fn sleep_until(&self, until: Instant) {
+        loop {
+            let now = Instant::now();
+            if now >= until || self.stopped() {
+                return;
+            }
+            std::thread::sleep((until - now).min(NAP));
+        }
+    }
 }
 
 /// What the publisher did.
@@ -72,6 +99,9 @@ pub struct Outcome {
     pub measured_events: u64,
     pub measured_secs: f64,
     pub max_lag_ns: u64,
+    /// With `Plan::values`: per stream, the last value published of each key (`None`
+    /// when a request whose outcome is unknown may have changed it).
+    pub last_values: Vec<LastValues>,
 }
 
 /// A request that did not get `202 {"accepted":N}`.
@@ -258,23 +288,41 @@ fn wall_ns() -> u64 {
         .unwrap_or(0)
 }
 
+/// What one event carries besides its stream and type.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Extras<'a> {
+    /// Its `key` (docs/protocol.md §9), when the run publishes keys.
+    pub key: Option<&'a str>,
+    /// Its value (`data.v`), when the run checks last values.
+    pub value: Option<u64>,
+    /// A warm-up event (`data.w`).
+    pub warm: bool,
+}
+
 /// Appends one event object.
 pub fn write_event(
     out: &mut Vec<u8>,
     s: &Stream,
     event_type: &str,
     t_ns: u64,
-    warm: bool,
+    extras: Extras,
     pad: &str,
 ) {
     use std::fmt::Write as _;
-    let mut text = String::with_capacity(160 + pad.len());
+    let mut text = String::with_capacity(180 + pad.len());
     let _ = write!(
         text,
-        r#"{{"channel":"{}","location_id":"{}","event_type":"{event_type}","data":{{"{SEND_TIME_KEY}":{t_ns}"#,
+        r#"{{"channel":"{}","location_id":"{}","event_type":"{event_type}","#,
         s.channel, s.location
     );
-    if warm {
+    if let Some(key) = extras.key {
+        let _ = write!(text, r#""key":"{key}","#);
+    }
+    let _ = write!(text, r#""data":{{"{SEND_TIME_KEY}":{t_ns}"#);
+    if let Some(v) = extras.value {
+        let _ = write!(text, r#","{VALUE_KEY}":{v}"#);
+    }
+    if extras.warm {
         let _ = write!(text, r#","{WARMUP_KEY}":1"#);
     }
     if !pad.is_empty() {
@@ -282,6 +330,56 @@ pub fn write_event(
     }
     text.push_str("}}");
     out.extend_from_slice(text.as_bytes());
+}
+
+/// The name of key number `i`.
+pub fn key_name(i: u32) -> String {
+    format!("k{i}")
+}
+
+/// Which key each event of one publisher connection carries. Key `i` belongs to lane
+/// `i % lanes` alone, so that each key's events are sent one request after another
+/// on one connection and the server orders them as they were sent: the lane's last
+/// accepted value of a key is then the key's last published value. Each lane takes
+/// its keys in turn, per stream.
+#[derive(Debug, Clone)]
+pub struct LaneKeys {
+    /// Key numbers this lane owns.
+    owned: Vec<u32>,
+    /// Per stream, how many keyed events it sent.
+    next: Vec<usize>,
+}
+
+impl LaneKeys {
+    pub fn new(keys: usize, lane: Lane, streams: usize) -> Self {
+        let owned = (0..keys as u64)
+            .filter(|i| i % lane.stride == lane.offset)
+            .map(|i| i as u32)
+            .collect();
+        LaneKeys {
+            owned,
+            next: vec![0; streams],
+        }
+    }
+
+    /// The key number of the next event to `stream`; `None` when the run has no keys.
+    pub fn next(&mut self, stream: usize) -> Option<u32> {
+        if self.owned.is_empty() {
+            return None;
+        }
+        let n = self.next.get_mut(stream)?;
+        let key = self.owned[*n % self.owned.len()];
+        *n += 1;
+        Some(key)
+    }
+}
+
+/// What one event of a request was: its stream, key number and value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sent {
+    pub stream: usize,
+    pub key: Option<u32>,
+    pub value: u64,
 }
 
 /// Where the events of one publisher connection go: its `k`-th event is run-wide
@@ -299,9 +397,19 @@ impl Lane {
     }
 }
 
-/// The body for `n` events starting at this lane's event number `first`.
-pub fn body(plan: &Plan, lane: Lane, first: u64, n: usize, warm: bool, pad: &str) -> Vec<u8> {
-    let mut out = Vec::with_capacity(n * (180 + pad.len()) + 2);
+/// The body for `n` events starting at this lane's event number `first`, and what
+/// each event was. An event's value is its number in the run (unique).
+pub fn body(
+    plan: &Plan,
+    lane: Lane,
+    first: u64,
+    n: usize,
+    warm: bool,
+    pad: &str,
+    keys: &mut LaneKeys,
+) -> (Vec<u8>, Vec<Sent>) {
+    let mut out = Vec::with_capacity(n * (200 + pad.len()) + 2);
+    let mut sent = Vec::with_capacity(n);
     let t_ns = wall_ns();
     if n > 1 {
         out.push(b'[');
@@ -310,13 +418,30 @@ pub fn body(plan: &Plan, lane: Lane, first: u64, n: usize, warm: bool, pad: &str
         if i > 0 {
             out.push(b',');
         }
-        let s = &plan.streams[lane.stream(first + i, plan.streams.len())];
-        write_event(&mut out, s, &plan.event_type, t_ns, warm, pad);
+        let k = first + i;
+        let stream = lane.stream(k, plan.streams.len());
+        let key = keys.next(stream);
+        let value = k * lane.stride + lane.offset;
+        let name = key.map(key_name);
+        let extras = Extras {
+            key: name.as_deref(),
+            value: plan.values.then_some(value),
+            warm,
+        };
+        write_event(
+            &mut out,
+            &plan.streams[stream],
+            &plan.event_type,
+            t_ns,
+            extras,
+            pad,
+        );
+        sent.push(Sent { stream, key, value });
     }
     if n > 1 {
         out.push(b']');
     }
-    out
+    (out, sent)
 }
 
 struct Publisher<'a> {
@@ -324,6 +449,7 @@ struct Publisher<'a> {
     client: Client,
     pad: String,
     lane: Lane,
+    keys: LaneKeys,
     next_event: u64,
     out: Outcome,
     live: &'a Live,
@@ -332,15 +458,23 @@ struct Publisher<'a> {
 impl Publisher<'_> {
     /// Sends `n` events; counts them per stream when accepted.
     fn send(&mut self, n: usize, warm: bool) -> u64 {
-        let body = body(self.plan, self.lane, self.next_event, n, warm, &self.pad);
-        let first = self.next_event;
+        let (body, sent) = body(
+            self.plan,
+            self.lane,
+            self.next_event,
+            n,
+            warm,
+            &self.pad,
+            &mut self.keys,
+        );
         self.next_event += n as u64;
         self.out.requests += 1;
         match self.client.post(&body, n as u64) {
             Ok(accepted) => {
-                for i in 0..n as u64 {
-                    self.out.per_stream[self.lane.stream(first + i, self.plan.streams.len())] += 1;
+                for s in &sent {
+                    self.out.per_stream[s.stream] += 1;
                 }
+                self.remember(&sent, true);
                 self.out.events += accepted;
                 if warm {
                     self.out.warmup_events += accepted;
@@ -355,12 +489,27 @@ impl Publisher<'_> {
                     PostError::Io(_) | PostError::Mismatch { .. } | PostError::Malformed(_)
                 ) {
                     self.out.unconfirmed_events += n as u64;
+                    self.remember(&sent, false);
                 }
                 if matches!(e, PostError::Connect(_)) {
                     std::thread::sleep(RECONNECT_PAUSE);
                 }
                 *self.out.errors.entry(e.kind()).or_default() += 1;
                 0
+            }
+        }
+    }
+
+    /// Keeps the last value of each key sent: known when the request was accepted,
+    /// unknown when its outcome is.
+    fn remember(&mut self, sent: &[Sent], accepted: bool) {
+        if !self.plan.values {
+            return;
+        }
+        for s in sent {
+            let key = s.key.map_or_else(|| self.plan.event_type.clone(), key_name);
+            if let Some(map) = self.out.last_values.get_mut(s.stream) {
+                map.insert(key, accepted.then_some(s.value));
             }
         }
     }
@@ -376,13 +525,16 @@ impl Publisher<'_> {
         let end = start + length;
         let mut sent = 0u64;
         let mut accepted = 0u64;
-        while sent < total && Instant::now() < end {
+        while sent < total && Instant::now() < end && !self.live.stopped() {
             // Event k is due at start + k / rate; send when a whole batch is due.
             let n = batch.min(total - sent);
             let due_at = start + Duration::from_secs_f64((sent + n - 1) as f64 / rate);
             let now = Instant::now();
             if due_at > now {
-                std::thread::sleep(due_at - now);
+                self.live.sleep_until(due_at);
+                if self.live.stopped() {
+                    break;
+                }
             } else {
                 let lag = (now - due_at).as_nanos() as u64;
                 self.out.max_lag_ns = self.out.max_lag_ns.max(lag);
@@ -390,11 +542,10 @@ impl Publisher<'_> {
             accepted += self.send(n as usize, warm);
             sent += n;
         }
-        self.out.unsent_events += total - sent;
-        let now = Instant::now();
-        if end > now {
-            std::thread::sleep(end - now);
+        if !self.live.stopped() {
+            self.out.unsent_events += total - sent;
         }
+        self.live.sleep_until(end);
         accepted
     }
 }
@@ -406,9 +557,15 @@ fn run_lane(plan: &Plan, lane: Lane, live: &Live) -> Outcome {
         client: Client::new(plan.addr, &plan.host_header, plan.token.as_deref()),
         pad: "x".repeat(plan.payload),
         lane,
+        keys: LaneKeys::new(plan.keys, lane, plan.streams.len()),
         next_event: 0,
         out: Outcome {
             per_stream: vec![0; plan.streams.len()],
+            last_values: if plan.values {
+                vec![LastValues::new(); plan.streams.len()]
+            } else {
+                Vec::new()
+            },
             ..Default::default()
         },
         live,
@@ -424,7 +581,7 @@ fn run_lane(plan: &Plan, lane: Lane, live: &Live) -> Outcome {
             // This lane's share of the burst.
             let mut left = events / lane.stride + u64::from(lane.offset < events % lane.stride);
             let mut accepted = 0;
-            while left > 0 {
+            while left > 0 && !live.stopped() {
                 let n = left.min(plan.batch as u64);
                 accepted += p.send(n as usize, false);
                 left -= n;
@@ -458,6 +615,16 @@ pub fn merge(outcomes: Vec<Outcome>, streams: usize) -> Outcome {
         m.measured_events += o.measured_events;
         m.measured_secs = m.measured_secs.max(o.measured_secs);
         m.max_lag_ns = m.max_lag_ns.max(o.max_lag_ns);
+        if m.last_values.len() < o.last_values.len() {
+            m.last_values.resize(o.last_values.len(), LastValues::new());
+        }
+        for (mine, theirs) in m.last_values.iter_mut().zip(o.last_values) {
+            for (key, value) in theirs {
+                // Two connections published the key: which came last is unknown.
+                let merged = if mine.contains_key(&key) { None } else { value };
+                mine.insert(key, merged);
+            }
+        }
     }
     m
 }
@@ -501,6 +668,8 @@ mod tests {
             event_type: "LOADTEST".into(),
             batch: 1,
             payload: 0,
+            keys: 0,
+            values: false,
             rate: 10.0,
             connections: 1,
             warmup: Duration::ZERO,
@@ -515,13 +684,15 @@ mod tests {
             stride: 1,
             offset: 0,
         };
+        let mut keys = LaneKeys::new(0, lane, 2);
         let one: serde_json::Value =
-            serde_json::from_slice(&body(&p, lane, 0, 1, false, "")).unwrap();
+            serde_json::from_slice(&body(&p, lane, 0, 1, false, "", &mut keys).0).unwrap();
         assert_eq!(one["location_id"], "loc-1");
         assert!(one["data"]["t_ns"].as_u64().unwrap() > 1_600_000_000_000_000_000);
         assert!(one["data"].get("w").is_none());
+        assert!(one.get("key").is_none() && one["data"].get("v").is_none());
         let many: serde_json::Value =
-            serde_json::from_slice(&body(&p, lane, 1, 3, true, "ab")).unwrap();
+            serde_json::from_slice(&body(&p, lane, 1, 3, true, "ab", &mut keys).0).unwrap();
         let locs: Vec<&str> = many
             .as_array()
             .unwrap()
@@ -532,6 +703,57 @@ mod tests {
         assert_eq!(many[0]["data"]["w"], 1);
         assert_eq!(many[0]["data"]["pad"], "ab");
         assert_eq!(many[0]["event_type"], "LOADTEST");
+    }
+
+    #[test]
+    fn keys_belong_to_one_lane_and_rotate_per_stream() {
+        let mut p = plan(2);
+        p.keys = 5;
+        p.values = true;
+        let lanes: Vec<Lane> = (0..2).map(|offset| Lane { stride: 2, offset }).collect();
+        let mut seen = std::collections::BTreeMap::new();
+        for lane in &lanes {
+            let mut keys = LaneKeys::new(5, *lane, 2);
+            let (bytes, sent) = body(&p, *lane, 0, 8, false, "", &mut keys);
+            let events: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+            for (e, s) in events.as_array().unwrap().iter().zip(&sent) {
+                let key = e["key"].as_str().unwrap();
+                assert_eq!(key, key_name(s.key.unwrap()));
+                assert_eq!(e["data"]["v"], s.value);
+                assert_eq!(s.value % 2, lane.offset);
+                assert_eq!(
+                    seen.insert(key.to_string(), lane.offset)
+                        .unwrap_or(lane.offset),
+                    lane.offset
+                );
+            }
+        }
+        // Lane 0 owns k0, k2, k4 and lane 1 owns k1, k3; every key is published.
+        assert_eq!(seen.len(), 5);
+        let mut keys = LaneKeys::new(5, lanes[0], 2);
+        let per_stream: Vec<_> = (0..4).map(|_| keys.next(1).unwrap()).collect();
+        assert_eq!(per_stream, [0, 2, 4, 0]);
+        assert_eq!(LaneKeys::new(0, lanes[0], 2).next(0), None);
+    }
+
+    #[test]
+    fn last_values_merge_and_conflict() {
+        let a = Outcome {
+            last_values: vec![[("k0".to_string(), Some(4)), ("E".to_string(), Some(6))].into()],
+            ..Default::default()
+        };
+        let b = Outcome {
+            last_values: vec![[("k1".to_string(), Some(5)), ("E".to_string(), Some(7))].into()],
+            ..Default::default()
+        };
+        let m = merge(vec![a, b], 1);
+        let want: LastValues = [
+            ("E".to_string(), None),
+            ("k0".to_string(), Some(4)),
+            ("k1".to_string(), Some(5)),
+        ]
+        .into();
+        assert_eq!(m.last_values, vec![want]);
     }
 
     #[test]

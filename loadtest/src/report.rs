@@ -1,7 +1,9 @@
 //! The run's summary: what the final table and `--json` show, and what `--slo` judges.
 
+use crate::accounting::{ConflateTally, SnapshotTally};
+use crate::procstat::ProcSample;
 use crate::slo::Verdict;
-use crate::units::{fmt_ns, fmt_si};
+use crate::units::{fmt_bytes, fmt_ns, fmt_si};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -52,7 +54,7 @@ pub struct RunInfo {
     pub locations: usize,
     pub streams: usize,
     pub procs: usize,
-    /// `rate` or `burst`.
+    /// `rate`, `burst` or `idle`.
     pub mode: String,
     /// Events a second (`rate`) or events in the burst (`burst`).
     pub mode_value: u64,
@@ -142,6 +144,52 @@ impl DeliverySummary {
     }
 }
 
+/// The server process, read from `/proc` (with `--server-pid`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ServerSummary {
+    pub pid: u32,
+    /// Before the first connection.
+    pub before: ProcSample,
+    /// Once every connection was established (or failed), after `--settle` with `--idle`.
+    pub connected: ProcSample,
+    /// After the drain, before the harness closed its connections.
+    pub end: ProcSample,
+    /// `(connected.rss − before.rss) / established connections`.
+    pub rss_per_connection_bytes: Option<f64>,
+    /// CPU time of the whole run, connects included.
+    pub cpu_total_s: f64,
+    /// CPU time from the first publish to the end of the drain.
+    pub cpu_publish_s: f64,
+    /// `cpu_publish_s` over every delivery (warm-up included), in µs.
+    pub cpu_us_per_delivery: Option<f64>,
+}
+
+impl ServerSummary {
+    /// The figures of three readings of the server.
+    pub fn new(
+        pid: u32,
+        before: ProcSample,
+        connected: ProcSample,
+        end: ProcSample,
+        established: u64,
+        deliveries: u64,
+    ) -> Self {
+        let cpu_publish_s = (end.cpu_s - connected.cpu_s).max(0.0);
+        ServerSummary {
+            pid,
+            before,
+            connected,
+            end,
+            rss_per_connection_bytes: (established > 0).then(|| {
+                (connected.rss_bytes as f64 - before.rss_bytes as f64) / established as f64
+            }),
+            cpu_total_s: (end.cpu_s - before.cpu_s).max(0.0),
+            cpu_publish_s,
+            cpu_us_per_delivery: (deliveries > 0).then(|| cpu_publish_s * 1e6 / deliveries as f64),
+        }
+    }
+}
+
 /// Everything a run measured.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Summary {
@@ -155,6 +203,12 @@ pub struct Summary {
     pub latency: Option<LatencySummary>,
     /// Close codes the server sent (1006: connection closed without a close frame).
     pub closes: BTreeMap<u16, u64>,
+    /// The server's memory and CPU, when its PID was given.
+    pub server: Option<ServerSummary>,
+    /// Conflating connections (`--conflate-share`): their last value of each key.
+    pub conflation: Option<ConflateTally>,
+    /// Snapshot connections (`--snapshot-share`): the shape of their snapshots.
+    pub snapshots: Option<SnapshotTally>,
     pub slo: Vec<Verdict>,
 }
 
@@ -202,6 +256,8 @@ pub fn render_table(s: &Summary) -> String {
     );
     let mode = if r.mode == "burst" {
         format!("burst of {} events, batch {}", r.mode_value, r.batch)
+    } else if r.mode == "idle" {
+        format!("idle: no events, connections held {}s", r.duration_s)
     } else {
         format!(
             "rate {} events/s, batch {}, {}s after {}s warm-up",
@@ -325,6 +381,62 @@ pub fn render_table(s: &Summary) -> String {
             .collect();
         let _ = writeln!(o, "closes       {}", list.join(", "));
     }
+    if let Some(c) = &s.conflation {
+        let _ = writeln!(
+            o,
+            "conflation   {} connection{}: {} (connection, key) pairs end on the last published value, {} do not ({} never received the key), {} unknown; {} seqs skipped, {} order violations",
+            c.connections,
+            plural(c.connections),
+            c.matching,
+            c.mismatching,
+            c.missing,
+            c.unknown,
+            c.skipped,
+            c.order_violations
+        );
+    }
+    if let Some(t) = &s.snapshots {
+        let _ = writeln!(
+            o,
+            "snapshots    {} connection{}: {} markers, {} snapshot events; {} with errors ({} no marker, {} bad seq, {} bad marker, {} live before the marker)",
+            t.connections,
+            plural(t.connections),
+            t.markers,
+            t.events,
+            t.errors(),
+            t.missing_marker,
+            t.bad_seq,
+            t.bad_marker,
+            t.live_before_marker
+        );
+    }
+    if let Some(srv) = &s.server {
+        let per_conn = srv
+            .rss_per_connection_bytes
+            .map(|b| format!(" ({} per connection)", fmt_bytes(b)))
+            .unwrap_or_default();
+        let _ = writeln!(
+            o,
+            "server       pid {}  RSS {} before, {} connected{per_conn}, {} at end (peak {}); fds {} / {} / {}",
+            srv.pid,
+            fmt_bytes(srv.before.rss_bytes as f64),
+            fmt_bytes(srv.connected.rss_bytes as f64),
+            fmt_bytes(srv.end.rss_bytes as f64),
+            fmt_bytes(srv.end.peak_rss_bytes as f64),
+            srv.before.fds,
+            srv.connected.fds,
+            srv.end.fds,
+        );
+        let per_delivery = srv
+            .cpu_us_per_delivery
+            .map(|us| format!(", {us:.2}us per delivery"))
+            .unwrap_or_default();
+        let _ = writeln!(
+            o,
+            "  cpu        {:.2}s in all, {:.2}s from the first publish to the end of the drain{per_delivery}",
+            srv.cpu_total_s, srv.cpu_publish_s
+        );
+    }
     for (i, v) in s.slo.iter().enumerate() {
         let _ = writeln!(
             o,
@@ -423,6 +535,9 @@ pub(crate) mod tests {
                 mean_ns: 600_000,
             }),
             closes,
+            server: None,
+            conflation: None,
+            snapshots: None,
             slo: Vec::new(),
         }
     }
@@ -479,6 +594,34 @@ pub(crate) mod tests {
         assert!(t.contains("connect      no connection established"));
         assert!(t.contains("closes       none"));
         assert!(t.contains("burst of 5000 events, batch 1, 4 publisher connections"));
+    }
+
+    #[test]
+    fn conflation_and_snapshot_lines() {
+        let mut s = sample_summary();
+        s.conflation = Some(ConflateTally {
+            connections: 500,
+            matching: 9_990,
+            mismatching: 10,
+            missing: 4,
+            unknown: 0,
+            skipped: 1234,
+            order_violations: 0,
+        });
+        s.snapshots = Some(SnapshotTally {
+            connections: 250,
+            failed: 1,
+            markers: 249,
+            events: 5000,
+            missing_marker: 1,
+            ..Default::default()
+        });
+        let t = render_table(&s);
+        assert!(t.contains("conflation   500 connections: 9990 (connection, key) pairs end on the last published value, 10 do not (4 never received the key), 0 unknown; 1234 seqs skipped, 0 order violations"), "{t}");
+        assert!(t.contains("snapshots    250 connections: 249 markers, 5000 snapshot events; 1 with errors (1 no marker"), "{t}");
+        let j: serde_json::Value = serde_json::from_str(&render_json(&s)).unwrap();
+        assert_eq!(j["conflation"]["mismatching"], 10);
+        assert_eq!(j["snapshots"]["missing_marker"], 1);
     }
 
     #[test]

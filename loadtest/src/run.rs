@@ -9,13 +9,16 @@
 //!  parent: merge histograms and counters ─► table / JSON ─► SLO verdicts ─► exit code
 //! ```
 
+use crate::accounting::{ConflateTally, SnapshotTally};
 use crate::cli::RunConfig;
+use crate::procstat::{self, ProcSample};
 use crate::publisher::{self, Live, Mode, Plan};
 use crate::report::{
     render_json, render_table, ConnSummary, DeliverySummary, LatencySummary, PublishSummary,
-    RunInfo, Summary,
+    RunInfo, ServerSummary, Summary,
 };
 use crate::slo;
+use crate::subscriber::churn::ChurnSpec;
 use crate::units::{fmt_ns, fmt_si};
 use crate::worker::{
     from_line, hist_from_hex, new_hist, to_line, Command as WorkerCommand, Final, Progress, Report,
@@ -56,21 +59,23 @@ pub enum RunError {
     Timeout(&'static str),
     #[error("no subscriber connection could be established")]
     NoConnection,
+    #[error("cannot read the server: {0}")]
+    Server(String),
 }
 
-enum Msg {
+pub(crate) enum Msg {
     Worker(usize, Report),
     WorkerEnded(usize, String),
     PublisherDone(publisher::Outcome),
 }
 
-struct Worker {
+pub(crate) struct Worker {
     child: Child,
     stdin: Option<ChildStdin>,
 }
 
 impl Worker {
-    fn send(&mut self, cmd: &WorkerCommand) {
+    pub(crate) fn send(&mut self, cmd: &WorkerCommand) {
         if let Some(stdin) = self.stdin.as_mut() {
             // A worker that is gone reports itself through its stdout reader.
             let _ = writeln!(stdin, "{}", to_line(cmd)).and_then(|_| stdin.flush());
@@ -79,7 +84,7 @@ impl Worker {
 }
 
 /// Kills and reaps every worker still running (on every path out of a run).
-struct Workers(Vec<Worker>);
+pub(crate) struct Workers(pub(crate) Vec<Worker>);
 
 impl Drop for Workers {
     fn drop(&mut self) {
@@ -105,7 +110,11 @@ impl Drop for Workers {
     }
 }
 
-fn spawn_workers(cfg: &RunConfig, tx: &Sender<Msg>) -> Result<Workers, RunError> {
+pub(crate) fn spawn_workers(
+    cfg: &RunConfig,
+    churn: Option<ChurnSpec>,
+    tx: &Sender<Msg>,
+) -> Result<Workers, RunError> {
     let exe = std::env::current_exe().map_err(RunError::Spawn)?;
     let mut workers = Workers(Vec::with_capacity(cfg.procs));
     for index in 0..cfg.procs {
@@ -119,7 +128,7 @@ fn spawn_workers(cfg: &RunConfig, tx: &Sender<Msg>) -> Result<Workers, RunError>
         let stdout = child.stdout.take();
         let stdin = child.stdin.take();
         let mut w = Worker { child, stdin };
-        w.send(&WorkerCommand::Spec(WorkerSpec {
+        w.send(&WorkerCommand::Spec(Box::new(WorkerSpec {
             index,
             procs: cfg.procs,
             connections: cfg.connections,
@@ -131,7 +140,10 @@ fn spawn_workers(cfg: &RunConfig, tx: &Sender<Msg>) -> Result<Workers, RunError>
             token: cfg.tokens.subscriber.clone(),
             source_ips: cfg.source_ips.clone(),
             progress_ms: PROGRESS_EVERY.as_millis() as u64,
-        }));
+            churn: churn.clone(),
+            conflate_share: cfg.conflate_share,
+            snapshot_share: cfg.snapshot_share,
+        })));
         workers.0.push(w);
         let tx = tx.clone();
         let Some(stdout) = stdout else {
@@ -161,7 +173,7 @@ fn spawn_workers(cfg: &RunConfig, tx: &Sender<Msg>) -> Result<Workers, RunError>
 }
 
 /// The progress line's state.
-struct Ticker {
+pub(crate) struct Ticker {
     quiet: bool,
     start: Instant,
     next: Instant,
@@ -173,7 +185,7 @@ struct Ticker {
 }
 
 impl Ticker {
-    fn new(procs: usize, quiet: bool) -> Self {
+    pub(crate) fn new(procs: usize, quiet: bool) -> Self {
         let now = Instant::now();
         Ticker {
             quiet,
@@ -197,7 +209,7 @@ impl Ticker {
     }
 
     /// A worker's connect phase ended: its counts are final until its next progress.
-    fn ready(&mut self, w: usize, established: u64, failed: u64) {
+    pub(crate) fn ready(&mut self, w: usize, established: u64, failed: u64) {
         if let Some(slot) = self.progress.get_mut(w) {
             slot.established = established;
             slot.failed = failed;
@@ -208,7 +220,7 @@ impl Ticker {
         self.next.saturating_duration_since(Instant::now())
     }
 
-    fn maybe_print(&mut self, phase: &str, requested: u64, accepted: u64) {
+    pub(crate) fn maybe_print(&mut self, phase: &str, requested: u64, accepted: u64) {
         let now = Instant::now();
         if now < self.next {
             return;
@@ -279,9 +291,22 @@ fn finish(cfg: &RunConfig, mut summary: Summary) -> i32 {
     }
 }
 
+/// Reads the server under test; `None` (with a warning) when it cannot be read.
+fn read_server(pid: Option<u32>) -> Option<ProcSample> {
+    let pid = pid?;
+    match procstat::sample(pid) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            log::warn!("cannot read the server (pid {pid}) in /proc: {e}");
+            None
+        }
+    }
+}
+
 fn execute(cfg: &RunConfig) -> Result<Summary, RunError> {
+    let server_before = read_server(cfg.server_pid);
     let (tx, rx) = mpsc::channel();
-    let mut workers = spawn_workers(cfg, &tx)?;
+    let mut workers = spawn_workers(cfg, None, &tx)?;
     let mut ticker = Ticker::new(cfg.procs, cfg.quiet);
     let live = Arc::new(Live::default());
 
@@ -312,8 +337,22 @@ fn execute(cfg: &RunConfig) -> Result<Summary, RunError> {
         ticker.maybe_print("connect", cfg.connections, 0);
     }
 
-    // 2. Publish (nothing to publish to when nobody is connected).
-    let outcome = if established == 0 {
+    // 2. Hold (`--idle`): let the server settle with every connection open.
+    if let Some(settle) = cfg.idle {
+        let deadline = Instant::now() + settle;
+        loop {
+            match next(&rx, &ticker, deadline) {
+                Wait::Msg(other) => handle_other(other, &mut ticker)?,
+                Wait::Tick => {}
+                Wait::Deadline => break,
+            }
+            ticker.maybe_print("idle", cfg.connections, 0);
+        }
+    }
+    let server_connected = read_server(cfg.server_pid);
+
+    // 3. Publish (nothing to publish to when nobody is connected, or when idle).
+    let outcome = if established == 0 || cfg.idle.is_some() {
         publisher::Outcome {
             per_stream: vec![0; cfg.streams.len()],
             ..Default::default()
@@ -327,6 +366,8 @@ fn execute(cfg: &RunConfig) -> Result<Summary, RunError> {
             event_type: cfg.event_type.clone(),
             batch: cfg.batch,
             payload: cfg.payload,
+            keys: cfg.keys,
+            values: cfg.keys > 0 || cfg.conflate_share > 0.0,
             rate: cfg.rate,
             connections: cfg.publishers,
             warmup: cfg.warmup,
@@ -373,8 +414,8 @@ fn execute(cfg: &RunConfig) -> Result<Summary, RunError> {
         }
     };
 
-    // 3. Drain and collect.
-    let drain = if established == 0 {
+    // 4. Drain and collect.
+    let drain = if established == 0 || cfg.idle.is_some() {
         Duration::ZERO
     } else {
         cfg.drain
@@ -383,6 +424,11 @@ fn execute(cfg: &RunConfig) -> Result<Summary, RunError> {
         w.send(&WorkerCommand::Finish {
             published: outcome.per_stream.clone(),
             drain_ms: drain.as_millis() as u64,
+            last_values: if cfg.conflate_share > 0.0 {
+                outcome.last_values.clone()
+            } else {
+                Vec::new()
+            },
         });
     }
     let mut finals: Vec<Option<Final>> = vec![None; cfg.procs];
@@ -401,12 +447,30 @@ fn execute(cfg: &RunConfig) -> Result<Summary, RunError> {
             live.accepted.load(Ordering::Relaxed),
         );
     }
+    // Read the server while the connections are still open, then let them go.
+    let server_end = read_server(cfg.server_pid);
+    for w in &mut workers.0 {
+        w.send(&WorkerCommand::Close);
+    }
     let finals: Vec<Final> = finals.into_iter().flatten().collect();
-    Ok(aggregate(cfg, &finals, &outcome))
+    let mut summary = aggregate(cfg, &finals, &outcome);
+    if let (Some(pid), Some(before), Some(connected), Some(end)) =
+        (cfg.server_pid, server_before, server_connected, server_end)
+    {
+        summary.server = Some(ServerSummary::new(
+            pid,
+            before,
+            connected,
+            end,
+            summary.connections.established,
+            summary.deliveries.total,
+        ));
+    }
+    Ok(summary)
 }
 
 /// What waiting for workers gave.
-enum Wait {
+pub(crate) enum Wait {
     Msg(Msg),
     /// Time to print progress.
     Tick,
@@ -415,7 +479,7 @@ enum Wait {
 }
 
 /// The next message, a progress tick, or the deadline.
-fn next(rx: &Receiver<Msg>, ticker: &Ticker, deadline: Instant) -> Wait {
+pub(crate) fn next(rx: &Receiver<Msg>, ticker: &Ticker, deadline: Instant) -> Wait {
     let now = Instant::now();
     if now >= deadline {
         return Wait::Deadline;
@@ -429,7 +493,7 @@ fn next(rx: &Receiver<Msg>, ticker: &Ticker, deadline: Instant) -> Wait {
     }
 }
 
-fn handle_other(msg: Msg, ticker: &mut Ticker) -> Result<(), RunError> {
+pub(crate) fn handle_other(msg: Msg, ticker: &mut Ticker) -> Result<(), RunError> {
     match msg {
         Msg::Worker(w, Report::Progress(p)) => {
             ticker.record(w, p);
@@ -439,7 +503,7 @@ fn handle_other(msg: Msg, ticker: &mut Ticker) -> Result<(), RunError> {
         Msg::Worker(w, Report::Final(_)) => {
             Err(RunError::WorkerEnded(w, "reported before finish".into()))
         }
-        Msg::Worker(_, Report::Ready { .. }) => Ok(()),
+        Msg::Worker(_, Report::Ready { .. } | Report::Paused) => Ok(()),
         Msg::WorkerEnded(w, why) => Err(RunError::WorkerEnded(w, why)),
         Msg::PublisherDone(_) => Ok(()),
     }
@@ -490,9 +554,10 @@ pub fn aggregate(cfg: &RunConfig, finals: &[Final], out: &publisher::Outcome) ->
     if last > first {
         d.per_second = d.measured as f64 / ((last - first) as f64 / 1e9);
     }
-    let (mode, mode_value, duration_s) = match cfg.mode {
-        Mode::Rate(dur) => ("rate", cfg.rate.round() as u64, dur.as_secs_f64()),
-        Mode::Burst(n) => ("burst", n, 0.0),
+    let (mode, mode_value, duration_s) = match (cfg.idle, cfg.mode) {
+        (Some(settle), _) => ("idle", 0, settle.as_secs_f64()),
+        (None, Mode::Rate(dur)) => ("rate", cfg.rate.round() as u64, dur.as_secs_f64()),
+        (None, Mode::Burst(n)) => ("burst", n, 0.0),
     };
     Summary {
         run: RunInfo {
@@ -523,15 +588,26 @@ pub fn aggregate(cfg: &RunConfig, finals: &[Final], out: &publisher::Outcome) ->
             } else {
                 0.0
             },
-            target_per_second: match cfg.mode {
-                Mode::Rate(_) => cfg.rate,
-                Mode::Burst(_) => 0.0,
+            target_per_second: match (cfg.idle, cfg.mode) {
+                (None, Mode::Rate(_)) => cfg.rate,
+                _ => 0.0,
             },
             max_lag_ns: out.max_lag_ns,
         },
         deliveries: d,
         latency: LatencySummary::from_hist(&latency),
         closes,
+        server: None,
+        conflation: (cfg.conflate_share > 0.0).then(|| {
+            let mut t = ConflateTally::default();
+            finals.iter().for_each(|f| t.add(&f.conflation));
+            t
+        }),
+        snapshots: (cfg.snapshot_share > 0.0).then(|| {
+            let mut t = SnapshotTally::default();
+            finals.iter().for_each(|f| t.add(&f.snapshots));
+            t
+        }),
         slo: Vec::new(),
     }
 }

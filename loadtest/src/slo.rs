@@ -13,9 +13,13 @@
 //! | `connect_errors` | connections that could not be established, a count |
 //! | `closes` | connections the server closed during the run, a count |
 //! | `rate` | measured deliveries a second, a number (`>=100000`, `1.5M`, `200k`) |
+//! | `conflate_mismatch` | (connection, key) pairs of conflating connections not ending on the key's last published value, a count |
+//! | `snapshot_errors` | snapshot connections with a malformed or missing snapshot, a count |
+//! | `rss_per_conn` | server RSS per connection (`--server-pid`): bytes, `512`, `1KiB` |
+//! | `cpu_per_delivery` | server CPU per delivery (`--server-pid`): a duration, `10us` |
 
 use crate::report::{LatencySummary, Summary};
-use crate::units::{fmt_ns, fmt_si, parse_latency_ns};
+use crate::units::{fmt_bytes, fmt_ns, fmt_si, parse_latency_ns, parse_size};
 use serde::Serialize;
 use thiserror::Error;
 
@@ -26,7 +30,7 @@ pub enum SloError {
     Empty,
     #[error("objective `{0}` has no comparison (write e.g. p99<10ms, loss=0)")]
     NoOperator(String),
-    #[error("objective `{term}`: unknown metric `{metric}` (known: p50 p90 p95 p99 p999 p9999 max mean connect_p50 connect_p99 connect_max loss order connect_errors closes rate)")]
+    #[error("objective `{term}`: unknown metric `{metric}` (known: p50 p90 p95 p99 p999 p9999 max mean connect_p50 connect_p99 connect_max loss order connect_errors closes rate conflate_mismatch snapshot_errors rss_per_conn cpu_per_delivery)")]
     UnknownMetric { term: String, metric: String },
     #[error("objective `{term}`: {reason}")]
     BadValue { term: String, reason: String },
@@ -101,6 +105,14 @@ pub enum Metric {
     Closes(u64),
     /// Measured deliveries a second.
     Rate(f64),
+    /// Conflating (connection, key) pairs not on the last published value.
+    ConflateMismatch(u64),
+    /// Snapshot connections with errors.
+    SnapshotErrors(u64),
+    /// Server RSS per connection, bytes.
+    RssPerConn(u64),
+    /// Server CPU per delivery, ns.
+    CpuPerDelivery(u64),
 }
 
 /// One objective as written and parsed.
@@ -205,6 +217,10 @@ fn parse_objective(term: &str) -> Result<Objective, SloError> {
             "connect_errors" => Metric::ConnectErrors(count(value)?),
             "closes" => Metric::Closes(count(value)?),
             "rate" => Metric::Rate(parse_rate(value).map_err(bad)?),
+            "conflate_mismatch" => Metric::ConflateMismatch(count(value)?),
+            "snapshot_errors" => Metric::SnapshotErrors(count(value)?),
+            "rss_per_conn" => Metric::RssPerConn(parse_size(value).map_err(bad)? as u64),
+            "cpu_per_delivery" => Metric::CpuPerDelivery(parse_latency_ns(value).map_err(bad)?),
             _ => {
                 return Err(SloError::UnknownMetric {
                     term: term.into(),
@@ -278,13 +294,35 @@ fn evaluate_one(o: &Objective, s: &Summary) -> Verdict {
             let r = s.deliveries.per_second;
             verdict(format!("{}/s", fmt_si(r)), o.op.holds(r, t))
         }
+        Metric::ConflateMismatch(t) => match &s.conflation {
+            // No (connection, key) pair checked is no evidence either way.
+            Some(c) if c.matching + c.mismatching > 0 => counted(c.mismatching, t),
+            _ => verdict("no data (needs --conflate-share)".into(), false),
+        },
+        Metric::SnapshotErrors(t) => match &s.snapshots {
+            Some(sn) if sn.connections > 0 => counted(sn.errors(), t),
+            _ => verdict("no data (needs --snapshot-share)".into(), false),
+        },
+        Metric::RssPerConn(t) => match s.server.as_ref().and_then(|v| v.rss_per_connection_bytes) {
+            Some(b) => verdict(fmt_bytes(b), o.op.holds(b, t as f64)),
+            None => verdict("no data (needs --server-pid)".into(), false),
+        },
+        Metric::CpuPerDelivery(t) => match s.server.as_ref().and_then(|v| v.cpu_us_per_delivery) {
+            Some(us) => verdict(
+                fmt_ns((us * 1e3).round() as u64),
+                o.op.holds(us * 1e3, t as f64),
+            ),
+            None => verdict("no data (needs --server-pid)".into(), false),
+        },
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::procstat::ProcSample;
     use crate::report::tests::sample_summary;
+    use crate::report::ServerSummary;
 
     #[test]
     fn parses_the_issue_example() {
@@ -352,6 +390,56 @@ mod tests {
         assert_eq!(v[1].objective, "p999<5ms");
         assert_eq!(v[1].measured, "8.00ms");
         assert_eq!(v[2].measured, "3");
+    }
+
+    #[test]
+    fn server_objectives_need_the_server() {
+        let o = parse("rss_per_conn<=1KiB, cpu_per_delivery<10us").unwrap();
+        assert_eq!(o[0].metric, Metric::RssPerConn(1024));
+        assert_eq!(o[1].metric, Metric::CpuPerDelivery(10_000));
+        let mut s = sample_summary();
+        assert!(evaluate(&o, &s).iter().all(|v| !v.ok));
+        let p = ProcSample::default();
+        let before = ProcSample {
+            rss_bytes: 1 << 20,
+            ..p
+        };
+        let connected = ProcSample {
+            rss_bytes: (1 << 20) + 996 * 800,
+            cpu_s: 1.0,
+            ..p
+        };
+        let end = ProcSample { cpu_s: 4.0, ..p };
+        s.server = Some(ServerSummary::new(7, before, connected, end, 996, 597_597));
+        let v = evaluate(&o, &s);
+        assert_eq!((v[0].ok, v[0].measured.as_str()), (true, "800 B"));
+        assert_eq!((v[1].ok, v[1].measured.as_str()), (true, "5.02us"));
+    }
+
+    #[test]
+    fn conflation_and_snapshot_objectives() {
+        use crate::accounting::{ConflateTally, SnapshotTally};
+        let o = parse("conflate_mismatch=0, snapshot_errors=0").unwrap();
+        assert_eq!(o[0].metric, Metric::ConflateMismatch(0));
+        let mut s = sample_summary();
+        assert!(evaluate(&o, &s).iter().all(|v| !v.ok));
+        s.conflation = Some(ConflateTally {
+            connections: 2,
+            matching: 10,
+            ..Default::default()
+        });
+        s.snapshots = Some(SnapshotTally {
+            connections: 2,
+            failed: 1,
+            markers: 1,
+            missing_marker: 1,
+            ..Default::default()
+        });
+        let v = evaluate(&o, &s);
+        assert_eq!(
+            (v[0].ok, v[1].ok, v[1].measured.as_str()),
+            (true, false, "1")
+        );
     }
 
     #[test]

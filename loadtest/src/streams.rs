@@ -1,6 +1,7 @@
 //! The six BI channels of the wire contract, and the (channel, location) streams a
 //! run spreads its connections over.
 
+use crate::contract::valid_location_id;
 use thiserror::Error;
 
 /// Channel ids and their WebSocket paths (below `/ws/`), in the contract's order.
@@ -12,11 +13,6 @@ pub const CHANNELS: [(&str, &str); 6] = [
     ("ai-concierge", "ai-concierge"),
     ("analytics-advanced", "analytics/advanced"),
 ];
-
-/// Longest `location_id` the contract allows.
-pub const MAX_LOCATION_LEN: usize = 128;
-/// Longest `event_type` the contract allows.
-pub const MAX_EVENT_TYPE_LEN: usize = 64;
 
 /// A bad `--channels` / `--locations` / `--event-type` value (usage error, exit 2).
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -46,14 +42,6 @@ pub fn channel_path(channel: &str) -> Option<&'static str> {
 /// The channel id served at a path below `/ws/` (`bi/revenue-intelligence` → `revenue-intelligence`).
 pub fn channel_of_path(path: &str) -> Option<&'static str> {
     CHANNELS.iter().find(|(_, p)| *p == path).map(|(id, _)| *id)
-}
-
-/// Whether `s` is a valid contract identifier of at most `max` bytes (`[A-Za-z0-9_.:-]`).
-pub fn valid_ident(s: &str, max: usize) -> bool {
-    !s.is_empty()
-        && s.len() <= max
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'))
 }
 
 /// Parses `--channels`: a count (`3` = the first three), `all`, or a list of ids.
@@ -112,7 +100,7 @@ pub fn build_streams(
             channel_path(channel).ok_or_else(|| StreamError::UnknownChannel((*channel).into()))?;
         for l in 1..=locations {
             let location = format!("{prefix}{l}");
-            if !valid_ident(&location, MAX_LOCATION_LEN) {
+            if !valid_location_id(&location) {
                 return Err(StreamError::BadLocation(location));
             }
             out.push(Stream {

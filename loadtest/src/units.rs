@@ -89,6 +89,21 @@ pub fn fmt_si(v: f64) -> String {
     }
 }
 
+/// Prints bytes (possibly negative or fractional, as a per-connection delta is):
+/// `850 B`, `12.3 KiB`, `1.05 MiB`, `2.00 GiB`.
+pub fn fmt_bytes(b: f64) -> String {
+    let a = b.abs();
+    if a < 1024.0 {
+        format!("{b:.0} B")
+    } else if a < 1024.0 * 1024.0 {
+        format!("{:.1} KiB", b / 1024.0)
+    } else if a < 1024.0 * 1024.0 * 1024.0 {
+        format!("{:.2} MiB", b / (1024.0 * 1024.0))
+    } else {
+        format!("{:.2} GiB", b / (1024.0 * 1024.0 * 1024.0))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -124,5 +139,9 @@ mod tests {
         assert_eq!(fmt_si(950.0), "950");
         assert_eq!(fmt_si(12_345.0), "12.3k");
         assert_eq!(fmt_si(1_050_000.0), "1.05M");
+        assert_eq!(fmt_bytes(850.4), "850 B");
+        assert_eq!(fmt_bytes(-300.0), "-300 B");
+        assert_eq!(fmt_bytes(12_600.0), "12.3 KiB");
+        assert_eq!(fmt_bytes(1_101_005.0), "1.05 MiB");
     }
 }

@@ -1,9 +1,19 @@
 //! The parent–worker protocol: one JSON object a line. The parent writes commands to
-//! a worker's stdin (first the spec, later `finish`); the worker writes reports to its
-//! stdout. Histograms travel as hex of their HDR V2 serialization. A worker whose stdin
-//! closes (the parent is gone) stops at once.
+//! a worker's stdin (first the spec, later `finish`, then `close`); the worker writes
+//! reports to its stdout. Histograms travel as hex of their HDR V2 serialization. A
+//! worker whose stdin closes (the parent is gone) stops at once.
+//!
+//! ```text
+//! parent ─spec─► worker ─progress…, ready─► parent
+//! parent ─churn{on:false}─► worker: closes every connection ─paused─► parent   (soak)
+//! parent ─churn{on:true}─► worker: connects and churns again                   (soak)
+//! parent ─finish{published}─► worker: drains ─final─► parent (connections still open)
+//! parent ─close─► worker: closes its connections politely and exits
+//! ```
 
+use crate::accounting::{ConflateTally, LastValues, SnapshotTally};
 use crate::streams::Stream;
+use crate::subscriber::churn::ChurnSpec;
 use hdrhistogram::serialization::{Deserializer, Serializer, V2Serializer};
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
@@ -51,19 +61,38 @@ pub struct WorkerSpec {
     pub source_ips: Vec<IpAddr>,
     /// How often to send progress.
     pub progress_ms: u64,
+    /// Churn (the soak): connections end after a lifetime and are replaced.
+    #[serde(default)]
+    pub churn: Option<ChurnSpec>,
+    /// Share of the connections that ask for `conflate=1`.
+    #[serde(default)]
+    pub conflate_share: f64,
+    /// Share of the connections that ask for `snapshot=1`.
+    #[serde(default)]
+    pub snapshot_share: f64,
 }
 
 /// Parent to worker.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "cmd", rename_all = "snake_case")]
 pub enum Command {
-    Spec(WorkerSpec),
+    Spec(Box<WorkerSpec>),
     /// Publishing is over: `published[s]` events went to stream `s`. Wait at most
     /// `drain_ms` for them, then report.
     Finish {
         published: Vec<u64>,
         drain_ms: u64,
+        /// The last value published per key of each stream (for conflating connections).
+        #[serde(default)]
+        last_values: Vec<LastValues>,
     },
+    /// With churn: `false` closes every connection (each in its own way) and stops
+    /// connecting, answered by `paused`; `true` connects and churns again.
+    Churn {
+        on: bool,
+    },
+    /// After `final`: close the connections (close 1000) and exit.
+    Close,
 }
 
 /// Counters a worker sends about once a second.
@@ -74,6 +103,12 @@ pub struct Progress {
     pub closed: u64,
     /// All events received so far.
     pub deliveries: u64,
+    /// Connections open now (established or not).
+    #[serde(default)]
+    pub open: u64,
+    /// Connections ended by the client's churn so far.
+    #[serde(default)]
+    pub churned: u64,
     /// Latencies recorded since the previous progress (hex V2).
     pub interval_hist: String,
 }
@@ -102,6 +137,18 @@ pub struct Final {
     pub last_measured_ns: u64,
     pub latency_hist: String,
     pub connect_hist: String,
+    /// Connections ended by the client's churn, by kind (`close`, `reset`, …).
+    #[serde(default)]
+    pub churned: BTreeMap<String, u64>,
+    /// Churned closes the server did not answer with a close frame in time.
+    #[serde(default)]
+    pub close_timeouts: u64,
+    /// Conflating connections against the last values published.
+    #[serde(default)]
+    pub conflation: ConflateTally,
+    /// Connections that asked for a snapshot.
+    #[serde(default)]
+    pub snapshots: SnapshotTally,
 }
 
 /// Worker to parent.
@@ -115,6 +162,8 @@ pub enum Report {
         failed: u64,
     },
     Final(Box<Final>),
+    /// Churn is off and every connection of the worker is closed.
+    Paused,
     /// The worker cannot go on.
     Fatal {
         message: String,
@@ -202,6 +251,7 @@ mod tests {
         let c = Command::Finish {
             published: vec![5, 6],
             drain_ms: 100,
+            last_values: vec![[("k1".to_string(), Some(7))].into_iter().collect()],
         };
         assert_eq!(from_line::<Command>(&to_line(&c)).unwrap(), c);
         assert!(from_line::<Report>("{\"msg\":\"nope\"}").is_err());

@@ -22,7 +22,7 @@ pub fn main() -> i32 {
     let mut out = io::stdout().lock();
     let spec = match lines.next() {
         Some(Ok(line)) => match from_line::<Command>(&line) {
-            Ok(Command::Spec(spec)) => spec,
+            Ok(Command::Spec(spec)) => *spec,
             Ok(_) => {
                 emit(
                     &mut out,
@@ -104,11 +104,7 @@ pub fn main() -> i32 {
     }
     let subs = Subscribers::new(spec, poll, rx);
     match subs.run(&mut |r| emit(&mut out, r)) {
-        Ok(Some(fin)) => {
-            emit(&mut out, &Report::Final(Box::new(fin)));
-            0
-        }
-        Ok(None) => 0,
+        Ok(()) => 0,
         Err(e) => {
             emit(
                 &mut out,

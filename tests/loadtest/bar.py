@@ -15,6 +15,10 @@ Server pinned to core 0 and the harness to core 1 with --threads 1; with
 
 Server CPU is utime+stime from /proc over the whole harness run, connects
 included (the same for both servers). Prints a Markdown table.
+
+`bistream-loadtest compare` (`make compare`, docs/loadtest.md) now does this in the
+harness itself, for the scenarios of the issue-15 table; this script stays because
+docs/performance.md quotes the issue-6 bar it measured.
 """
 import argparse
 import json

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Starts a fresh release bistream on a free loopback port, points
-# bistream-loadtest at it with the given arguments, and stops the server.
+# Starts a fresh release bistream on a free loopback port, runs bistream-loadtest
+# against it with the given arguments, and stops the server. The harness finds the
+# server through BISTREAM_LOADTEST_URL and BISTREAM_LOADTEST_SERVER_PID, so the
+# arguments may start with a subcommand (`soak ...`) or be a run's flags.
 #   usage: tests/loadtest/run.sh [SERVER_ARGS --] LOADTEST_ARGS...
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -12,7 +14,10 @@ if [[ " $* " == *" -- "* ]]; then
   shift
 fi
 log=$(mktemp)
-"$BIN" --listen 127.0.0.1:0 "${server_args[@]}" 2>"$log" &
+# A clean environment for the server: an exported JWT_SECRET_KEY or BISTREAM_* would
+# change what is measured.
+env -u JWT_SECRET_KEY -u JWT_SECRET_KEY_PREVIOUS $(env | sed -n 's/^\(BISTREAM_[A-Z_]*\)=.*/-u \1/p') \
+  "$BIN" --listen 127.0.0.1:0 "${server_args[@]}" 2>"$log" &
 pid=$!
 trap 'kill $pid 2>/dev/null || true; wait $pid 2>/dev/null || true; rm -f "$log"' EXIT
 for _ in $(seq 100); do
@@ -22,4 +27,4 @@ for _ in $(seq 100); do
 done
 [[ -n ${addr:-} ]] || { echo "bistream did not start:"; cat "$log"; exit 1; }
 echo "bistream ${server_args[*]} on $addr (pid $pid)"
-"$LT" --url "$addr" "$@"
+BISTREAM_LOADTEST_URL="$addr" BISTREAM_LOADTEST_SERVER_PID="$pid" "$LT" "$@"

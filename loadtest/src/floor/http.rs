@@ -1,9 +1,10 @@
 //! The floor server's HTTP side, sans-io: classify a request head, parse a publish
 //! body, and write canned responses.
 
-use crate::streams::{
-    channel_of_path, valid_ident, CHANNELS, MAX_EVENT_TYPE_LEN, MAX_LOCATION_LEN,
+use crate::contract::{
+    valid_event_type, valid_key, valid_location_id, MAX_PUBLISH_BODY, MAX_PUBLISH_EVENTS,
 };
+use crate::streams::{channel_of_path, CHANNELS};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::borrow::Cow;
@@ -11,10 +12,6 @@ use tungstenite::handshake::derive_accept_key;
 
 /// Largest request head (contract default: 8 KiB, else 431).
 pub const MAX_HEAD: usize = 8 * 1024;
-/// Largest publish body (1 MiB, else 413).
-pub const MAX_BODY: usize = 1 << 20;
-/// Most events in one publish body (else 413).
-pub const MAX_BATCH: usize = 1000;
 
 /// What a complete request head asks for.
 #[derive(Debug, PartialEq, Eq)]
@@ -95,7 +92,7 @@ pub fn parse_head(buf: &[u8]) -> Option<Head> {
         if method != "GET" {
             return Some(refuse(len, 405, "method not allowed"));
         }
-        if !valid_ident(location, MAX_LOCATION_LEN) || location.bytes().all(|b| b == b'.') {
+        if !valid_location_id(location) {
             return Some(refuse(len, 400, "bad location_id"));
         }
         let key = header("sec-websocket-key");
@@ -128,7 +125,9 @@ pub fn parse_head(buf: &[u8]) -> Option<Head> {
                 .and_then(|v| std::str::from_utf8(v).ok())
                 .and_then(|v| v.trim().parse::<usize>().ok());
             match cl {
-                Some(n) if n > MAX_BODY => return Some(refuse(len, 413, "body over 1 MiB")),
+                Some(n) if n > MAX_PUBLISH_BODY => {
+                    return Some(refuse(len, 413, "body over 1 MiB"))
+                }
                 Some(n) => Request::Publish { body_len: n },
                 None => return Some(refuse(len, 411, "Content-Length required")),
             }
@@ -223,6 +222,8 @@ struct RawEvent<'a> {
     #[serde(borrow)]
     event_type: Cow<'a, str>,
     #[serde(borrow, default)]
+    key: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
     data: Option<&'a RawValue>,
 }
 
@@ -234,6 +235,8 @@ pub struct PubEvent<'a> {
     /// One location id, or `None` for `"*"` (every location with subscribers).
     pub location: Option<Cow<'a, str>>,
     pub event_type: Cow<'a, str>,
+    /// `key`, when given (docs/protocol.md §9); passed through to the frame.
+    pub key: Option<Cow<'a, str>>,
     /// `data` as it stood in the body (`null` when absent).
     pub data: &'a str,
 }
@@ -246,8 +249,8 @@ pub fn parse_publish(body: &[u8]) -> Result<Vec<PubEvent<'_>>, (u16, String)> {
         Some(b'{') => vec![serde_json::from_slice(body).map_err(|e| (400, format!("body: {e}")))?],
         _ => return Err((400, "body must be a JSON object or array".into())),
     };
-    if raws.len() > MAX_BATCH {
-        return Err((413, format!("more than {MAX_BATCH} events")));
+    if raws.len() > MAX_PUBLISH_EVENTS {
+        return Err((413, format!("more than {MAX_PUBLISH_EVENTS} events")));
     }
     raws.into_iter()
         .map(|r| {
@@ -275,18 +278,22 @@ pub fn parse_publish(body: &[u8]) -> Result<Vec<PubEvent<'_>>, (u16, String)> {
             }
             let location = if r.location_id == "*" {
                 None
-            } else if valid_ident(&r.location_id, MAX_LOCATION_LEN) {
+            } else if valid_location_id(&r.location_id) {
                 Some(r.location_id)
             } else {
                 return Err((400, "location_id: invalid".into()));
             };
-            if !valid_ident(&r.event_type, MAX_EVENT_TYPE_LEN) {
+            if !valid_event_type(&r.event_type) {
                 return Err((400, "event_type: invalid".into()));
+            }
+            if r.key.as_ref().is_some_and(|k| !valid_key(k)) {
+                return Err((400, "key: invalid".into()));
             }
             Ok(PubEvent {
                 channels,
                 location,
                 event_type: r.event_type,
+                key: r.key,
                 data: r.data.map_or("null", RawValue::get),
             })
         })
@@ -397,6 +404,7 @@ mod tests {
             &br#"{"channel":"x","location_id":"l","event_type":"A"}"#[..],
             br#"{"channel":"dashboard","location_id":"a/b","event_type":"A"}"#,
             br#"{"channel":"dashboard","location_id":"l","event_type":"A B"}"#,
+            br#"{"channel":"dashboard","location_id":"l","event_type":"A","key":"a b"}"#,
             br#"{"location_id":"l","event_type":"A"}"#,
             b"3",
             b"{",

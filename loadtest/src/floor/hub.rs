@@ -152,6 +152,7 @@ impl Hub {
                         s.channel,
                         &s.location,
                         &ev.event_type,
+                        ev.key.as_deref(),
                         s.seq,
                         published_at,
                         ev.data,
@@ -192,14 +193,22 @@ pub fn build_frame(
     channel: &str,
     location: &str,
     event_type: &str,
+    key: Option<&str>,
     seq: u64,
     published_at: u64,
     data: &str,
 ) -> Arc<[u8]> {
-    let mut json = Vec::with_capacity(128 + data.len());
+    let mut json = Vec::with_capacity(144 + data.len());
     let _ = write!(
         json,
-        r#"{{"type":"event","channel":"{channel}","location_id":"{location}","event_type":"{event_type}","seq":{seq},"published_at":{published_at},"data":{data}}}"#
+        r#"{{"type":"event","channel":"{channel}","location_id":"{location}","event_type":"{event_type}","#
+    );
+    if let Some(key) = key {
+        let _ = write!(json, r#""key":"{key}","#);
+    }
+    let _ = write!(
+        json,
+        r#""seq":{seq},"published_at":{published_at},"data":{data}}}"#
     );
     let mut frame = Vec::with_capacity(json.len() + 10);
     encode_header(&mut frame, Opcode::Text, json.len(), None);
@@ -227,21 +236,32 @@ mod tests {
 
     #[test]
     fn frames_are_contract_events() {
-        let f = build_frame("dashboard", "loc-1", "LOADTEST", 42, 7, r#"{"t_ns":9}"#);
+        let f = build_frame(
+            "dashboard",
+            "loc-1",
+            "LOADTEST",
+            None,
+            42,
+            7,
+            r#"{"t_ns":9}"#,
+        );
         let h = decode(&f, false, 1 << 20).unwrap().unwrap();
         assert_eq!(h.frame_len(), f.len());
         let text = &f[h.payload_start..];
         let v: serde_json::Value = serde_json::from_slice(text).unwrap();
         assert_eq!(v["seq"], 42);
         assert_eq!(v["location_id"], "loc-1");
-        assert_eq!(
-            parse(text).unwrap(),
-            ServerMsg::Event {
-                seq: 42,
-                t_ns: Some(9),
-                warm: false
-            }
-        );
+        let ServerMsg::Event(ev) = parse(text).unwrap() else {
+            panic!("not an event")
+        };
+        assert_eq!((ev.seq, ev.t_ns, ev.warm), (42, Some(9), false));
+        assert_eq!(ev.key, "LOADTEST");
+        let f = build_frame("dashboard", "loc-1", "LOADTEST", Some("k3"), 43, 7, "null");
+        let h = decode(&f, false, 1 << 20).unwrap().unwrap();
+        let ServerMsg::Event(ev) = parse(&f[h.payload_start..]).unwrap() else {
+            panic!("not an event")
+        };
+        assert_eq!((ev.seq, ev.key.as_ref()), (43, "k3"));
         let e = established_frame("f-0-1", "dashboard", "loc-1", 41);
         let h = decode(&e, false, 1 << 20).unwrap().unwrap();
         assert_eq!(
