@@ -4,7 +4,7 @@
 //!
 //! This module sits below the other phases: it uses only `connection` and `ctx`.
 
-use std::time::Instant;
+use crate::clock::Tick;
 
 use bytes::Bytes;
 
@@ -16,7 +16,7 @@ use crate::ws::frame;
 
 /// Moves to `Closing` with a linger deadline; our side half-closes once the
 /// queue is flushed.
-pub(crate) fn begin_closing(conn: &mut Connection, key: usize, cx: &mut Ctx, until: Instant) {
+pub(crate) fn begin_closing(conn: &mut Connection, key: usize, cx: &mut Ctx, until: Tick) {
     if let State::Open(ws) = &conn.state {
         cx.leave_open(key, conn.gen, ws);
     }
@@ -69,7 +69,7 @@ pub(crate) fn close_ws_until(
     cx: &mut Ctx,
     code: CloseCode,
     reason: &str,
-    until: Instant,
+    until: Tick,
 ) {
     if conn.is_closing() {
         return;
@@ -112,7 +112,7 @@ pub(crate) fn on_input(conn: &mut Connection) -> Step {
 }
 
 /// The linger is over: close whether or not the peer said goodbye.
-pub(crate) fn on_timer(conn: &mut Connection, now: Instant) -> Step {
+pub(crate) fn on_timer(conn: &mut Connection, now: Tick) -> Step {
     match closing(conn) {
         Some(c) if now >= c.until => Step::Remove,
         _ => Step::Wait,

@@ -15,7 +15,7 @@
 //! `Closing` flushes what is queued (a refusal, a close frame), half-closes the
 //! socket and waits for the peer's EOF or the linger deadline, whichever is first.
 
-use std::time::Instant;
+use crate::clock::Tick;
 
 use crate::auth::Claims;
 use crate::channel::Channel;
@@ -52,7 +52,7 @@ pub(crate) struct Connection {
     pub(crate) inbuf: Vec<u8>,
     pub(crate) out: Outbound,
     /// The deadline currently armed in the loop's timer heap.
-    pub(crate) timer_at: Option<Instant>,
+    pub(crate) timer_at: Option<Tick>,
     /// Queued in the loop's list of connections to flush this iteration.
     pub(crate) dirty: bool,
     /// Accepted beyond `--max-connections`: an upgrade gets 503.
@@ -75,7 +75,7 @@ pub(crate) enum State {
 pub(crate) struct HttpState {
     /// Request deadline: from accept for the first request (not reset by each
     /// byte), from the last response for a keep-alive connection.
-    pub(crate) deadline: Instant,
+    pub(crate) deadline: Tick,
     /// No request was answered on this connection yet: a timeout now is a
     /// failed handshake, not an idle keep-alive connection.
     pub(crate) first: bool,
@@ -97,19 +97,19 @@ pub(crate) struct Subscribing {
     pub(crate) upgrade: Box<Upgrade>,
     pub(crate) channel: Channel,
     pub(crate) location: Box<str>,
-    pub(crate) deadline: Instant,
+    pub(crate) deadline: Tick,
 }
 
+/// Boxed in [`State::Open`]; every idle connection holds one, so it is kept
+/// small (8-byte ticks, boxed rarely-used parts).
 pub(crate) struct WsState {
-    /// The `connection_id` of `BI_CONNECTION_ESTABLISHED`.
-    pub(crate) id: u64,
     pub(crate) kind: WsKind,
     pub(crate) reader: MessageReader,
-    pub(crate) last_seen: Instant,
-    pub(crate) next_ping: Instant,
-    /// `exp` + leeway of the token, when auth is on.
-    pub(crate) token_deadline: Option<Instant>,
-    pub(crate) bad_window_start: Instant,
+    pub(crate) last_seen: Tick,
+    pub(crate) next_ping: Tick,
+    /// `exp` + leeway of the token; [`Tick::NEVER`] when auth is off.
+    pub(crate) token_deadline: Tick,
+    pub(crate) bad_window_start: Tick,
     pub(crate) bad_in_window: u32,
 }
 
@@ -118,7 +118,7 @@ pub(crate) enum WsKind {
         channel: Channel,
         stream: StreamId,
         /// `None` = every event type.
-        filter: Option<Vec<Box<str>>>,
+        filter: Option<Box<[Box<str>]>>,
         /// `conflate=1`: one unwritten live event per key (docs/protocol.md §9).
         conflate: bool,
     },
@@ -135,7 +135,7 @@ impl WsKind {
 }
 
 pub(crate) struct Closing {
-    pub(crate) until: Instant,
+    pub(crate) until: Tick,
     /// Our side is half-closed (everything queued went out).
     pub(crate) fin_sent: bool,
     /// The peer's EOF is in: once our side is flushed, nothing is left to wait for.
@@ -144,14 +144,11 @@ pub(crate) struct Closing {
 
 impl Connection {
     /// The one deadline this connection waits for now.
-    pub(crate) fn deadline(&self) -> Instant {
+    pub(crate) fn deadline(&self) -> Tick {
         match &self.state {
             State::Http(h) => h.deadline,
             State::Subscribing(s) => s.deadline,
-            State::Open(ws) => match ws.token_deadline {
-                Some(t) if t < ws.next_ping => t,
-                _ => ws.next_ping,
-            },
+            State::Open(ws) => ws.token_deadline.min(ws.next_ping),
             State::Closing(c) => c.until,
         }
     }
@@ -167,7 +164,7 @@ impl Connection {
 }
 
 /// Does the filter let this event type through?
-pub(crate) fn passes(filter: &Option<Vec<Box<str>>>, event_type: &str) -> bool {
+pub(crate) fn passes(filter: Option<&[Box<str>]>, event_type: &str) -> bool {
     match filter {
         None => true,
         Some(types) => types.iter().any(|t| &**t == event_type),

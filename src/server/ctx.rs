@@ -3,9 +3,9 @@
 //! modules (`http_conn`, `ws_conn`, `close`) depend on this and on
 //! `connection`, never on each other or on the loop.
 
+use crate::clock::Tick;
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::Instant;
 
 use crossbeam_channel::TrySendError;
 
@@ -30,10 +30,10 @@ pub(crate) struct Ctx {
     /// Connections with bytes queued this iteration, flushed once at its end.
     pub(crate) dirty: Vec<usize>,
     /// The time of this wake-up (one clock read per iteration).
-    pub(crate) now: Instant,
+    pub(crate) now: Tick,
     conn_counter: u64,
     /// The drain deadline, once draining.
-    pub(crate) draining: Option<Instant>,
+    pub(crate) draining: Option<Tick>,
 }
 
 impl Ctx {
@@ -47,7 +47,7 @@ impl Ctx {
             subs: Subscriptions::default(),
             lm,
             dirty: Vec::new(),
-            now: Instant::now(),
+            now: Tick::now(),
             conn_counter: 0,
             draining: None,
         }

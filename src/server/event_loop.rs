@@ -15,7 +15,7 @@ use crossbeam_channel::Receiver;
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
-use crate::clock;
+use crate::clock::{self, Tick};
 use crate::hub::channels::{PublisherHandle, SubscribeAck, ToLoop, ToPublisher};
 use crate::hub::subscriptions::ConnRef;
 use crate::server::connection::{Connection, State, Step};
@@ -56,7 +56,7 @@ pub(crate) struct EventLoop {
     /// Every read lands here first; connections keep only what they must.
     scratch: Vec<u8>,
     next_gen: u32,
-    accept_paused_until: Option<Instant>,
+    accept_paused_until: Option<Tick>,
     accept_error_logged: bool,
     /// Reused list of connections found slow during a fan-out.
     slow: Vec<usize>,
@@ -110,7 +110,7 @@ impl EventLoop {
                     return;
                 }
             }
-            self.cx.now = Instant::now();
+            self.cx.now = Tick::now();
             for ev in events.iter() {
                 match ev.token() {
                     WAKER => {}
@@ -163,10 +163,10 @@ impl EventLoop {
         let now = Instant::now();
         let mut t = Duration::from_secs(1);
         if let Some(at) = self.timers.next() {
-            t = t.min(at.saturating_duration_since(now));
+            t = t.min(at.until_from(now));
         }
         if let Some(at) = self.accept_paused_until {
-            t = t.min(at.saturating_duration_since(now));
+            t = t.min(at.until_from(now));
         }
         if self.cx.has_pending_ctrl() {
             t = t.min(Duration::from_millis(5));
@@ -198,7 +198,7 @@ impl EventLoop {
         }
     }
 
-    fn drain(&mut self, key: usize, deadline: Instant) -> Step {
+    fn drain(&mut self, key: usize, deadline: Tick) -> Step {
         let Some(conn) = self.conns.get_mut(key) else {
             return Step::Wait;
         };
@@ -499,7 +499,7 @@ impl EventLoop {
                         );
                         self.accept_error_logged = true;
                     }
-                    self.accept_paused_until = Some(Instant::now() + ACCEPT_BACKOFF);
+                    self.accept_paused_until = Some(Tick::now() + ACCEPT_BACKOFF);
                     return;
                 }
             }

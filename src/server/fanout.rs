@@ -36,7 +36,7 @@ pub(crate) fn deliver(
             else {
                 continue;
             };
-            if !passes(filter, &d.event_type) {
+            if !passes(filter.as_deref(), &d.event_type) {
                 continue;
             }
             let pushed = if *conflate {

@@ -5,7 +5,9 @@
 //! Answers the four calls of every phase: [`on_input`], [`on_timer`],
 //! [`on_drain`], [`on_eof`]; and [`start`] / [`on_subscribed`], the two ways in.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use crate::clock::Tick;
 
 use bytes::Bytes;
 
@@ -34,9 +36,8 @@ const MESSAGE_BYTES_BUDGET: usize = 64 * 1024;
 
 fn new_ws(cx: &mut Ctx, kind: WsKind, token_exp: Option<u64>) -> Box<WsState> {
     let now = cx.now;
-    let token_deadline = token_exp.map(|exp| deadline_for(exp, cx));
+    let token_deadline = token_exp.map_or(Tick::NEVER, |exp| deadline_for(exp, cx));
     Box::new(WsState {
-        id: cx.next_conn_id(),
         kind,
         reader: MessageReader::default(),
         last_seen: now,
@@ -49,7 +50,7 @@ fn new_ws(cx: &mut Ctx, kind: WsKind, token_exp: Option<u64>) -> Box<WsState> {
 
 /// `exp` + leeway as a loop deadline. `exp` may be anything up to 2^64-1:
 /// every step saturates, and a year is "never" for a connection.
-fn deadline_for(exp: u64, cx: &Ctx) -> Instant {
+fn deadline_for(exp: u64, cx: &Ctx) -> Tick {
     let leeway = cx
         .shared
         .verifier
@@ -146,7 +147,7 @@ pub(crate) fn on_subscribed(
             gen: conn.gen,
         },
     );
-    let filter = sub.upgrade.filter.clone();
+    let filter = sub.upgrade.filter.clone().map(Vec::into_boxed_slice);
     let conflate = sub.upgrade.conflate;
     if conflate {
         conn.out.conflate();
@@ -161,7 +162,7 @@ pub(crate) fn on_subscribed(
         },
         sub.upgrade.token_exp,
     );
-    let conn_id = format!("c-{:x}", ws.id);
+    let conn_id = format!("c-{:x}", cx.next_conn_id());
     conn.state = State::Open(ws);
     shared.metrics.connections_total.inc();
     shared
@@ -186,7 +187,7 @@ pub(crate) fn on_subscribed(
     }
     if let Some(rec) = ack.recovery {
         let mut replay = rec.entries;
-        replay.retain(|e| passes(&sub.upgrade.filter, &e.event_type));
+        replay.retain(|e| passes(sub.upgrade.filter.as_deref(), &e.event_type));
         let (from, to) = (replay.first().map(|e| e.seq), replay.last().map(|e| e.seq));
         conn.out.push_replay(replay.into_iter().map(|e| e.frame));
         let msg = frame::text(&messages::recovered(rec.complete, from, to));
@@ -197,7 +198,7 @@ pub(crate) fn on_subscribed(
     // docs/protocol.md §9: the last values (already in seq order, each ≤ last_seq), through the
     // same filter as everything else, then the marker.
     if let Some(mut values) = ack.snapshot {
-        values.retain(|e| passes(&sub.upgrade.filter, &e.event_type));
+        values.retain(|e| passes(sub.upgrade.filter.as_deref(), &e.event_type));
         let count = values.len();
         conn.out.push_replay(values.into_iter().map(|e| e.frame));
         let msg = frame::text(&messages::snapshot(count, ack.last_seq));
@@ -293,7 +294,7 @@ fn handle(conn: &mut Connection, key: usize, cx: &mut Ctx, msg: Inbound) {
                     *filter = if event_types.is_empty() {
                         None
                     } else {
-                        Some(event_types)
+                        Some(event_types.into_boxed_slice())
                     };
                 }
                 reply(conn, key, cx, frame::text(&msg));
@@ -338,7 +339,7 @@ pub(crate) fn on_timer(conn: &mut Connection, key: usize, cx: &mut Ctx) -> Step 
     match &mut conn.state {
         State::Subscribing(_) => refuse(conn, key, cx, Refusal::subscribe_busy()),
         State::Open(ws) => {
-            if ws.token_deadline.is_some_and(|t| t <= now) {
+            if ws.token_deadline <= now {
                 close_ws(conn, key, cx, CloseCode::Policy, "token expired");
                 return Step::Wait;
             }
@@ -360,7 +361,7 @@ pub(crate) fn on_timer(conn: &mut Connection, key: usize, cx: &mut Ctx) -> Step 
 
 /// The server is draining: every client is flushed and closed with 1001; one
 /// still subscribing gets the same 503 `draining` as a new upgrade.
-pub(crate) fn on_drain(conn: &mut Connection, key: usize, cx: &mut Ctx, deadline: Instant) -> Step {
+pub(crate) fn on_drain(conn: &mut Connection, key: usize, cx: &mut Ctx, deadline: Tick) -> Step {
     match &conn.state {
         State::Open(_) => {
             close_ws_until(conn, key, cx, CloseCode::GoingAway, "going away", deadline)
@@ -383,7 +384,7 @@ pub(crate) fn on_eof() -> Step {
 }
 
 /// Any bytes from the client count as a sign of life for the heartbeat.
-pub(crate) fn saw_input(conn: &mut Connection, now: Instant) {
+pub(crate) fn saw_input(conn: &mut Connection, now: Tick) {
     if let State::Open(ws) = &mut conn.state {
         ws.last_seen = now;
     }

@@ -335,10 +335,10 @@ impl Outbound {
             };
             self.advance(n, &mut written);
         }
-        // Give back the ring's memory once a burst is over, so idle connections stay small.
-        if self.q.capacity() > 16 {
-            self.q = VecDeque::new();
-        }
+        // Give back the ring's memory once everything is out: an idle
+        // connection holds none (measured: 160 bytes per idle connection
+        // otherwise; docs/performance.md).
+        self.q = VecDeque::new();
         Ok(Flushed::All)
     }
 

@@ -24,7 +24,8 @@ struct Partial {
 
 #[derive(Debug, Default)]
 pub struct MessageReader {
-    partial: Option<Partial>,
+    /// Boxed: only a connection in the middle of a fragmented message has one.
+    partial: Option<Box<Partial>>,
 }
 
 impl MessageReader {
@@ -57,10 +58,10 @@ impl MessageReader {
                     if frame.fin {
                         return finish(text, payload.to_vec()).map(Some);
                     }
-                    self.partial = Some(Partial {
+                    self.partial = Some(Box::new(Partial {
                         text,
                         data: payload.to_vec(),
-                    });
+                    }));
                 }
                 Kind::Continuation => {
                     let Some(p) = self.partial.as_mut() else {
