@@ -6,3 +6,4 @@ pub mod last_values;
 pub mod publisher;
 pub mod streams;
 pub mod subscriptions;
+pub mod transfer;
