@@ -2,6 +2,7 @@
 //! values, the encode-once event frame, and each loop's subscription index.
 
 pub mod event;
+pub mod export;
 pub mod last_values;
 pub mod publisher;
 pub mod streams;

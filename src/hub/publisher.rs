@@ -21,7 +21,9 @@ use crate::channel::Channel;
 use crate::clock;
 use crate::http::publish::{ChannelSel, LocationSel, PublishEvent};
 use crate::hub::event::{encode_event, Delivery, EventParts, StreamId};
-use crate::hub::streams::{HistEntry, Limits, Streams};
+use crate::hub::export::{Gate, HandoverMsg};
+use crate::hub::streams::{HistEntry, Imported, Limits, Streams};
+use crate::hub::transfer::State;
 use crate::hub::subscriptions::ConnRef;
 use crate::metrics::Metrics;
 
@@ -35,6 +37,8 @@ pub enum ToPublisher {
     Publish(Vec<PublishEvent>),
     Subscribe(SubscribeRequest),
     Unsubscribe { loop_id: usize, stream: StreamId },
+    /// A hand-over's fence and export (docs/protocol.md §11, `hub::export`).
+    Handover(HandoverMsg),
     Shutdown,
 }
 
@@ -55,6 +59,12 @@ pub enum ToLoop {
     Subscribed(Box<SubscribeAck>),
     /// Begin the graceful drain (SIGTERM/SIGINT).
     Drain,
+    /// A hand-over's fence (`hub::export`): publishes are refused from now
+    /// on; answer `HandoverMsg::Fenced` with this attempt.
+    Fence(u64),
+    /// The new process took over: stop accepting and close every client with
+    /// 1012, at random instants over this spread (docs/protocol.md §11).
+    Retire(Duration),
 }
 
 /// The publisher's answer to a subscription. Everything up to `last_seq` is in
@@ -147,6 +157,8 @@ pub struct Publisher {
     metrics: Arc<Metrics>,
     /// Per-loop batch being built.
     pending: Vec<Vec<Delivery>>,
+    /// A hand-over's export, and the freeze after it.
+    handover: Gate,
 }
 
 impl Publisher {
@@ -158,7 +170,16 @@ impl Publisher {
             loops,
             metrics,
             pending: (0..n).map(|_| Vec::new()).collect(),
+            handover: Gate::new(n),
         }
+    }
+
+    /// Starts from the state an old process handed over (before `run`, before
+    /// any loop accepts).
+    pub fn import(&mut self, state: State) -> Imported {
+        let done = self.streams.import(state, Instant::now());
+        self.update_gauges();
+        done
     }
 
     pub fn run(mut self, rx: Receiver<ToPublisher>) {
@@ -200,11 +221,13 @@ impl Publisher {
 
     fn handle(&mut self, msg: ToPublisher) {
         match msg {
+            ToPublisher::Publish(_) if self.handover.frozen() => self.handover.drop_publish(),
             ToPublisher::Publish(events) => self.publish(events),
             ToPublisher::Subscribe(req) => self.subscribe(req),
             ToPublisher::Unsubscribe { loop_id, stream } => {
                 self.streams.unsubscribe(stream, loop_id, Instant::now())
             }
+            ToPublisher::Handover(m) => self.handover.on(m, &self.streams),
             ToPublisher::Shutdown => {}
         }
     }

@@ -1,17 +1,19 @@
 //! One connection's state. A connection moves only forward:
 //!
 //! ```text
-//!            head ok, API request: answer, stay (keep-alive)
-//!          ┌────┐
-//!          ▼    │
-//! accept → Http ─┴─ upgrade ok ─→ Subscribing ─ publisher's ack ─→ Open ─┐
-//!          │  (echo: straight to Open)   │                          │   │
-//!          └─ refusal / timeout ─────────┴──────────────────────────┴───┴─→ Closing → removed
+//!                      head ok, API request: answer, stay (keep-alive)
+//!                    ┌────┐
+//!                    ▼    │
+//! accept → [Proxy] → Http ─┴─ upgrade ok ─→ Subscribing ─ publisher's ack ─→ Open ─┐
+//!             │      │  (echo: straight to Open)   │                          │   │
+//!             │      └─ refusal / timeout ─────────┴──────────────────────────┴───┴─→ Closing → removed
+//!             └─ bad, missing or late PROXY header: removed, no answer
 //! ```
 //!
 //! Each phase has one module that answers the same four calls (input, timer,
 //! drain, end of input) and returns a [`Step`] the loop acts on:
-//! `Http` → `http_conn`, `Subscribing`/`Open` → `ws_conn`, `Closing` → `close`.
+//! `Proxy` → `proxy_conn` (TCP with `--proxy-protocol` only), `Http` →
+//! `http_conn`, `Subscribing`/`Open` → `ws_conn`, `Closing` → `close`.
 //! `Closing` flushes what is queued (a refusal, a close frame), half-closes the
 //! socket and waits for the peer's EOF or the linger deadline, whichever is first.
 
@@ -65,6 +67,7 @@ pub(crate) struct Connection {
 }
 
 pub(crate) enum State {
+    Proxy(ProxyState),
     Http(Box<HttpState>),
     Subscribing(Box<Subscribing>),
     Open(Box<WsState>),
@@ -86,6 +89,14 @@ pub(crate) struct HttpState {
     /// The answers queued for this client passed the queue bound (it pipelines
     /// without reading): no more of its requests are read until they drain.
     pub(crate) paused: bool,
+}
+
+/// Waiting for the PROXY protocol header (docs/protocol.md §11).
+pub(crate) struct ProxyState {
+    /// The handshake deadline from accept; the HTTP phase keeps it.
+    pub(crate) deadline: Instant,
+    /// The HTTP phase that follows the header, made at accept.
+    pub(crate) next: Box<HttpState>,
 }
 
 /// Upgrade accepted; waiting for the publisher to register the subscription.
@@ -142,6 +153,7 @@ impl Connection {
     /// The one deadline this connection waits for now.
     pub(crate) fn deadline(&self) -> Instant {
         match &self.state {
+            State::Proxy(p) => p.deadline,
             State::Http(h) => h.deadline,
             State::Subscribing(s) => s.deadline,
             State::Open(ws) => match ws.token_deadline {

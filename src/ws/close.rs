@@ -9,6 +9,8 @@ pub enum CloseCode {
     Policy,
     TooBig,
     Internal,
+    /// A hand-over to a new process (docs/protocol.md §11).
+    ServiceRestart,
     SlowConsumer,
     /// A code the client sent that we echo back.
     Other(u16),
@@ -24,6 +26,7 @@ impl CloseCode {
             CloseCode::Policy => 1008,
             CloseCode::TooBig => 1009,
             CloseCode::Internal => 1011,
+            CloseCode::ServiceRestart => 1012,
             CloseCode::SlowConsumer => 1013,
             CloseCode::Other(c) => c,
         }
