@@ -79,6 +79,17 @@ pub fn serve(config: Config, startup: Startup) -> ExitCode {
         }
     }
     loop {
+        // A hand-over that has ended is reaped before new signals are read, so
+        // that a SIGUSR2 after its last log line starts a new one.
+        if under_way.as_ref().is_some_and(|j| j.is_finished()) {
+            let outcome = under_way
+                .take()
+                .and_then(|j| j.join().ok())
+                .unwrap_or(Outcome::Failed);
+            if let Outcome::Committed { .. } = outcome {
+                return retire(server, &mut signals);
+            }
+        }
         for sig in signals.pending() {
             match sig {
                 SIGUSR2 if stop.is_some() => {
@@ -117,15 +128,6 @@ pub fn serve(config: Config, startup: Startup) -> ExitCode {
                 }
             }
         }
-        if under_way.as_ref().is_some_and(|j| j.is_finished()) {
-            let outcome = under_way
-                .take()
-                .and_then(|j| j.join().ok())
-                .unwrap_or(Outcome::Failed);
-            if let Outcome::Committed { .. } = outcome {
-                return retire(server, &mut signals);
-            }
-        }
         if under_way.is_none() {
             if let Some(sig) = stop {
                 log::info!("received {}: draining (up to {drain_timeout:?})", name(sig));
@@ -161,9 +163,7 @@ fn start(
     match (inh.origin, inh.channel) {
         (Origin::Handover, Some(channel)) => {
             successor::take_over(config, inh.sockets, channel, started).map_err(|e| {
-                log::error!(
-                    "hand-over: {e}; this process exits and the old one goes on serving"
-                );
+                log::error!("hand-over: {e}; this process exits and the old one goes on serving");
                 ExitCode::from(1)
             })
         }
@@ -177,12 +177,17 @@ fn start(
                     format!(" (LISTEN_FDNAMES {})", inh.names.join(":"))
                 }
             );
-            let prepared = prepare(config, Listeners::Inherited(inh.sockets), None).map_err(|e| {
-                eprintln!("bistream: {e}");
-                ExitCode::from(1)
-            })?;
+            let prepared =
+                prepare(config, Listeners::Inherited(inh.sockets), None).map_err(|e| {
+                    eprintln!("bistream: {e}");
+                    ExitCode::from(1)
+                })?;
             // docs/protocol.md §4: the open-server check, on the real addresses.
-            if let Err(e) = prepared.shared().config.check_open_listeners(prepared.addrs()) {
+            if let Err(e) = prepared
+                .shared()
+                .config
+                .check_open_listeners(prepared.addrs())
+            {
                 eprintln!("bistream: {e}");
                 return Err(ExitCode::from(2));
             }
@@ -237,7 +242,9 @@ fn retire(mut server: Server, signals: &mut Signals) -> ExitCode {
             break;
         }
         if signals.pending().any(|s| s != SIGUSR2) {
-            log::info!("signal during the hand-over's retirement: its clients are being closed already");
+            log::info!(
+                "signal during the hand-over's retirement: its clients are being closed already"
+            );
         }
         if Instant::now() >= deadline {
             log::warn!("retirement took longer than {limit:?}; exiting");

@@ -93,7 +93,11 @@ mod tests {
             Some(PathBuf::from("/usr/local/bin/bistream"))
         );
         assert_eq!(
-            resolve(OsStr::new("./target/bistream"), cwd, Some(OsStr::new("/bin"))),
+            resolve(
+                OsStr::new("./target/bistream"),
+                cwd,
+                Some(OsStr::new("/bin"))
+            ),
             Some(PathBuf::from("/srv/app/./target/bistream"))
         );
         assert_eq!(

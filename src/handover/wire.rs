@@ -236,14 +236,24 @@ mod tests {
     fn bad_input_is_refused() {
         let (mut a, mut b) = UnixStream::pair().unwrap();
         write(&mut a, &Msg::State(vec![0; 100]), soon()).unwrap();
-        assert!(matches!(read(&mut b, soon(), 99), Err(WireError::TooLarge(100))));
+        assert!(matches!(
+            read(&mut b, soon(), 99),
+            Err(WireError::TooLarge(100))
+        ));
         let (mut a, mut b) = UnixStream::pair().unwrap();
         a.write_all(&[99, 0, 0, 0, 0, 0, 0, 0, 0]).unwrap();
-        assert!(matches!(read(&mut b, soon(), 10), Err(WireError::Unknown(99))));
+        assert!(matches!(
+            read(&mut b, soon(), 10),
+            Err(WireError::Unknown(99))
+        ));
         a.write_all(&[HELLO, 1, 0, 0, 0, 0, 0, 0, 0, 1]).unwrap();
-        assert!(matches!(read(&mut b, soon(), 10), Err(WireError::Malformed("Hello"))));
+        assert!(matches!(
+            read(&mut b, soon(), 10),
+            Err(WireError::Malformed("Hello"))
+        ));
         // A truncated body: the writer goes away mid-message.
-        a.write_all(&[STATE, 10, 0, 0, 0, 0, 0, 0, 0, 1, 2]).unwrap();
+        a.write_all(&[STATE, 10, 0, 0, 0, 0, 0, 0, 0, 1, 2])
+            .unwrap();
         drop(a);
         assert!(matches!(read(&mut b, soon(), 10), Err(WireError::Closed)));
     }

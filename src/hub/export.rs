@@ -74,7 +74,9 @@ impl Gate {
 
     pub fn drop_publish(&mut self) {
         if self.dropped == 0 {
-            log::warn!("hand-over: a publish reached the publisher after the state export; dropped");
+            log::warn!(
+                "hand-over: a publish reached the publisher after the state export; dropped"
+            );
         }
         self.dropped += 1;
     }
@@ -165,13 +167,37 @@ mod tests {
         let s = streams();
         let mut g = Gate::new(2);
         let (tx, rx) = crossbeam_channel::bounded(1);
-        g.on(HandoverMsg::Begin { attempt: 7, reply: tx }, &s);
-        g.on(HandoverMsg::Fenced { loop_id: 0, attempt: 7 }, &s);
+        g.on(
+            HandoverMsg::Begin {
+                attempt: 7,
+                reply: tx,
+            },
+            &s,
+        );
+        g.on(
+            HandoverMsg::Fenced {
+                loop_id: 0,
+                attempt: 7,
+            },
+            &s,
+        );
         // A stale fence of an earlier attempt counts for nothing.
-        g.on(HandoverMsg::Fenced { loop_id: 1, attempt: 6 }, &s);
+        g.on(
+            HandoverMsg::Fenced {
+                loop_id: 1,
+                attempt: 6,
+            },
+            &s,
+        );
         assert!(rx.try_recv().is_err());
         assert!(!g.frozen());
-        g.on(HandoverMsg::Fenced { loop_id: 1, attempt: 7 }, &s);
+        g.on(
+            HandoverMsg::Fenced {
+                loop_id: 1,
+                attempt: 7,
+            },
+            &s,
+        );
         let e = rx.try_recv().expect("exported");
         assert_eq!(e.streams, 0);
         assert!(g.frozen());
@@ -186,9 +212,21 @@ mod tests {
         let s = streams();
         let mut g = Gate::new(1);
         let (tx, rx) = crossbeam_channel::bounded(1);
-        g.on(HandoverMsg::Begin { attempt: 1, reply: tx }, &s);
+        g.on(
+            HandoverMsg::Begin {
+                attempt: 1,
+                reply: tx,
+            },
+            &s,
+        );
         g.on(HandoverMsg::Resume { attempt: 1 }, &s);
-        g.on(HandoverMsg::Fenced { loop_id: 0, attempt: 1 }, &s);
+        g.on(
+            HandoverMsg::Fenced {
+                loop_id: 0,
+                attempt: 1,
+            },
+            &s,
+        );
         assert!(rx.try_recv().is_err());
         assert!(!g.frozen());
     }

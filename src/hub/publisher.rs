@@ -23,8 +23,8 @@ use crate::http::publish::{ChannelSel, LocationSel, PublishEvent};
 use crate::hub::event::{encode_event, Delivery, EventParts, StreamId};
 use crate::hub::export::{Gate, HandoverMsg};
 use crate::hub::streams::{HistEntry, Imported, Limits, Streams};
-use crate::hub::transfer::State;
 use crate::hub::subscriptions::ConnRef;
+use crate::hub::transfer::State;
 use crate::metrics::Metrics;
 
 /// Deliveries per message to a loop: big enough to amortise the channel and the
@@ -36,7 +36,10 @@ const MAX_BATCH: usize = 1024;
 pub enum ToPublisher {
     Publish(Vec<PublishEvent>),
     Subscribe(SubscribeRequest),
-    Unsubscribe { loop_id: usize, stream: StreamId },
+    Unsubscribe {
+        loop_id: usize,
+        stream: StreamId,
+    },
     /// A hand-over's fence and export (docs/protocol.md §11, `hub::export`).
     Handover(HandoverMsg),
     Shutdown,

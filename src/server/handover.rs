@@ -153,10 +153,20 @@ impl Handover {
                 }
                 let mut why = why;
                 if let Some(mut c) = child {
-                    // It may have exited already: say how.
-                    match c.try_wait() {
-                        Ok(Some(status)) => why.push_str(&format!(" (new process {status})")),
-                        _ => {
+                    // It may be exiting already (the channel closed): say how.
+                    let until = Instant::now() + Duration::from_millis(200);
+                    let status = loop {
+                        match c.try_wait() {
+                            Ok(Some(status)) => break Some(status),
+                            Ok(None) if Instant::now() < until => {
+                                std::thread::sleep(Duration::from_millis(5))
+                            }
+                            _ => break None,
+                        }
+                    };
+                    match status {
+                        Some(status) => why.push_str(&format!(" (new process {status})")),
+                        None => {
                             let _ = c.kill();
                             why.push_str(" (new process killed)");
                         }
@@ -167,11 +177,7 @@ impl Handover {
                 log::error!(
                     "hand-over FAILED after {} ms: {why}; this process goes on serving{}",
                     self.started.elapsed().as_millis(),
-                    if fenced.get() {
-                        " and publishing"
-                    } else {
-                        ""
-                    }
+                    if fenced.get() { " and publishing" } else { "" }
                 );
                 Outcome::Failed
             }
@@ -222,7 +228,9 @@ impl Handover {
         match wire::read(&mut ours, deadline, 64).map_err(|e| step("Hello", e))? {
             Msg::Hello { pid: said } if said == pid => {}
             Msg::Hello { pid: said } => {
-                return Err(Why(format!("the new process says it is pid {said}, not {pid}")))
+                return Err(Why(format!(
+                    "the new process says it is pid {said}, not {pid}"
+                )))
             }
             other => return Err(unexpected("Hello", &other)),
         }
@@ -303,7 +311,10 @@ fn step(what: &str, e: wire::WireError) -> Why {
 }
 
 fn unexpected(want: &str, got: &Msg) -> Why {
-    Why(format!("expected {want}, the new process sent {}", got.name()))
+    Why(format!(
+        "expected {want}, the new process sent {}",
+        got.name()
+    ))
 }
 
 /// Sends to the publisher, retrying while its inbox is full, until `deadline`.

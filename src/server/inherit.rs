@@ -38,13 +38,17 @@ pub struct Inherited {
 pub enum InheritError {
     #[error("LISTEN_FDS={0:?} is not a count of descriptors")]
     BadCount(String),
-    #[error("BISTREAM_HANDOVER is set without LISTEN_FDS: it is for bistream's own hand-over only")]
+    #[error(
+        "BISTREAM_HANDOVER is set without LISTEN_FDS: it is for bistream's own hand-over only"
+    )]
     MarkerWithoutFds,
     #[error("BISTREAM_HANDOVER={0:?}: the only value is 1")]
     BadMarker(String),
     #[error("inherited descriptor {fd} is not a listening TCP or Unix stream socket: {why}")]
     NotAListener { fd: i32, why: String },
-    #[error("the hand-over channel (descriptor {fd}) is missing or not a Unix stream socket: {why}")]
+    #[error(
+        "the hand-over channel (descriptor {fd}) is missing or not a Unix stream socket: {why}"
+    )]
     NoChannel { fd: i32, why: String },
     #[error("LISTEN_FDS names no listening socket")]
     Empty,

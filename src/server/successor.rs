@@ -11,7 +11,7 @@ use std::time::Instant;
 use crate::config::Config;
 use crate::handover::wire::{self, Msg, WireError, COMMIT_OWNS_SOCKET_FILES};
 use crate::hub::transfer;
-use crate::server::{prepare, Listeners, ListenSocket, Server};
+use crate::server::{prepare, ListenSocket, Listeners, Server};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TakeOverError {
@@ -36,8 +36,8 @@ pub fn take_over(
     let deadline = started + config.handover_timeout;
     // The state is history and last values (each bounded by its byte cap) plus
     // their bookkeeping; the old process runs with these very settings.
-    let max_state = 4 * (config.history_max_bytes as u64 + config.last_values_max_bytes as u64)
-        + (64 << 20);
+    let max_state =
+        4 * (config.history_max_bytes as u64 + config.last_values_max_bytes as u64) + (64 << 20);
     wire::write(
         &mut channel,
         &Msg::Hello {
