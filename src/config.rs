@@ -754,6 +754,26 @@ mod tests {
     }
 
     #[test]
+    fn inherited_public_listeners_need_a_secret() {
+        let open = Config::from_args(&args(&[]), 1024).unwrap();
+        let public = [ListenAddr::Tcp("0.0.0.0:8000".parse().unwrap())];
+        let local = [
+            ListenAddr::Tcp("127.0.0.1:8000".parse().unwrap()),
+            ListenAddr::Unix("/run/b.sock".into()),
+        ];
+        assert!(matches!(
+            open.check_open_listeners(&public),
+            Err(ConfigError::OpenOnNetwork(_))
+        ));
+        assert!(open.check_open_listeners(&local).is_ok());
+        let anon = Config::from_args(&args(&["--allow-anonymous"]), 1024).unwrap();
+        assert!(anon.check_open_listeners(&public).is_ok());
+        let secret = "s".repeat(32);
+        let auth = Config::from_args(&args(&["--jwt-secret", &secret]), 1024).unwrap();
+        assert!(auth.check_open_listeners(&public).is_ok());
+    }
+
+    #[test]
     fn proxy_protocol_needs_trusted_proxies() {
         let e = Config::from_args(&args(&["--proxy-protocol"]), 1024);
         assert!(matches!(e, Err(ConfigError::ProxyWithoutTrust)));
