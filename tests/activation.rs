@@ -47,7 +47,9 @@ fn unix_get(sock: &std::path::Path, path: &str) -> u16 {
 
 fn log_has(log: &std::sync::mpsc::Receiver<String>, needle: &str) -> Option<String> {
     let until = std::time::Instant::now() + Duration::from_secs(10);
-    while let Ok(line) = log.recv_timeout(until.saturating_duration_since(std::time::Instant::now())) {
+    while let Ok(line) =
+        log.recv_timeout(until.saturating_duration_since(std::time::Instant::now()))
+    {
         if line.contains(needle) {
             return Some(line);
         }
@@ -65,7 +67,14 @@ fn inherited_sockets_are_served_instead_of_listen_and_survive_a_handover() {
     // --listen names an address that is never bound: activation wins.
     let mut cmd = bistream_command(
         &AS_SYSTEMD,
-        &["--listen", "127.0.0.1:1", "--threads", "2", "--restart-spread", "200ms"],
+        &[
+            "--listen",
+            "127.0.0.1:1",
+            "--threads",
+            "2",
+            "--restart-spread",
+            "200ms",
+        ],
         &[("LISTEN_FDS", "2"), ("LISTEN_FDNAMES", "web:local")],
     );
     cmd.fd_mappings(vec![
@@ -81,13 +90,21 @@ fn inherited_sockets_are_served_instead_of_listen_and_survive_a_handover() {
     .expect("fd mappings");
     let mut s = Server::from_command(cmd);
     assert_eq!(s.addr, addr, "the banner names the inherited socket");
-    assert!(log_has(&s.log, &format!("listening on unix:{}", sock_path.display())).is_some());
+    assert!(log_has(
+        &s.log,
+        &format!("listening on unix:{}", sock_path.display())
+    )
+    .is_some());
     let (status, _, _) = s.get("/readyz");
     assert_eq!(status, 200);
     assert_eq!(unix_get(&sock_path, "/healthz"), 200);
     let (_, hello) = s.subscribe("/ws/dashboard/act");
     let epoch = hello["epoch"].as_str().expect("epoch").to_string();
-    assert_eq!(s.publish(&event("dashboard", "act", "E", serde_json::json!(1)).to_string()).0, 202);
+    assert_eq!(
+        s.publish(&event("dashboard", "act", "E", serde_json::json!(1)).to_string())
+            .0,
+        202
+    );
 
     // A hand-over from a socket-activated process passes the same sockets on.
     s.signal("USR2");
@@ -108,15 +125,17 @@ fn inherited_sockets_are_served_instead_of_listen_and_survive_a_handover() {
     drop(ws);
     signal_pid(pid, "TERM");
     let gone = wait_until(Duration::from_secs(15), || {
-        std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .map_or(true, |st| st.contains(") Z "))
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |st| st.contains(") Z "))
     });
     assert!(
         gone,
         "pid {pid} still runs: {:?}",
         std::fs::read_to_string(format!("/proc/{pid}/stat"))
     );
-    assert!(sock_path.exists(), "the activated socket's file was removed");
+    assert!(
+        sock_path.exists(),
+        "the activated socket's file was removed"
+    );
     drop((tcp, unix));
 }
 
@@ -161,5 +180,8 @@ fn a_descriptor_that_is_not_a_listener_stops_start_up() {
     let out = run_bistream(&["--threads", "1"], &[("BISTREAM_HANDOVER", "1")]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(err.contains("BISTREAM_HANDOVER is set without LISTEN_FDS"), "{err}");
+    assert!(
+        err.contains("BISTREAM_HANDOVER is set without LISTEN_FDS"),
+        "{err}"
+    );
 }

@@ -240,7 +240,9 @@ fn run_clients(
                     .last()
                     .is_some_and(|(_, _, at)| at.elapsed() < Duration::from_secs(1));
                 if !framed {
-                    c.seen.errors.push("transport ended without a close frame".into());
+                    c.seen
+                        .errors
+                        .push("transport ended without a close frame".into());
                 }
                 if let Some(mut s) = c.sock.take() {
                     let _ = poll.registry().deregister(&mut s);
@@ -343,7 +345,9 @@ fn a_handover_under_load_loses_and_doubles_nothing() {
         }));
     }
     assert!(
-        wait_until(Duration::from_secs(20), || established.load(Ordering::Relaxed) == CLIENTS),
+        wait_until(Duration::from_secs(20), || established
+            .load(Ordering::Relaxed)
+            == CLIENTS),
         "only {} of {CLIENTS} clients connected",
         established.load(Ordering::Relaxed)
     );
@@ -356,8 +360,15 @@ fn a_handover_under_load_loses_and_doubles_nothing() {
     s.signal("USR2");
     let mut new_pid = None;
     let until = Instant::now() + Duration::from_secs(15);
-    while let Ok(line) = s.log.recv_timeout(until.saturating_duration_since(Instant::now())) {
-        if let Some(rest) = line.split("serves now").next().and_then(|l| l.split("pid ").nth(1)) {
+    while let Ok(line) = s
+        .log
+        .recv_timeout(until.saturating_duration_since(Instant::now()))
+    {
+        if let Some(rest) = line
+            .split("serves now")
+            .next()
+            .and_then(|l| l.split("pid ").nth(1))
+        {
             if line.contains("serves now") {
                 new_pid = rest.trim().trim_end_matches(':').parse::<u32>().ok();
                 break;
@@ -366,7 +377,11 @@ fn a_handover_under_load_loses_and_doubles_nothing() {
     }
     let new_pid = new_pid.expect("the hand-over completed");
     let _kill_new = KillOnDrop(new_pid);
-    assert_eq!(s.wait_exit(Duration::from_secs(15)), Some(0), "the old process exits 0");
+    assert_eq!(
+        s.wait_exit(Duration::from_secs(15)),
+        Some(0),
+        "the old process exits 0"
+    );
     let t_old_exit = t_signal.elapsed();
     std::thread::sleep(Duration::from_millis(1000));
     stop_pub.store(true, Ordering::Relaxed);
@@ -394,11 +409,26 @@ fn a_handover_under_load_loses_and_doubles_nothing() {
         assert!(c.errors.is_empty(), "client {i}: {:?}", c.errors);
         assert_eq!(c.closes.len(), 1, "client {i} closes: {:?}", c.closes);
         let (code, reason, at) = &c.closes[0];
-        assert_eq!((*code, reason.as_str()), (1012, "service restart"), "client {i}");
+        assert_eq!(
+            (*code, reason.as_str()),
+            (1012, "service restart"),
+            "client {i}"
+        );
         close_times.push(*at);
-        assert_eq!(c.epochs.len(), 2, "client {i}: one connection before, one after");
-        assert_eq!(c.epochs[0], c.epochs[1], "client {i}: the epoch survives the hand-over");
-        assert_eq!(c.recovered, vec![true], "client {i}: the resume is complete");
+        assert_eq!(
+            c.epochs.len(),
+            2,
+            "client {i}: one connection before, one after"
+        );
+        assert_eq!(
+            c.epochs[0], c.epochs[1],
+            "client {i}: the epoch survives the hand-over"
+        );
+        assert_eq!(
+            c.recovered,
+            vec![true],
+            "client {i}: the resume is complete"
+        );
         let seqs: Vec<u64> = c.events.iter().map(|e| e.0).collect();
         let want: Vec<u64> = (1..=final_seq[c.stream]).collect();
         assert!(
@@ -410,7 +440,11 @@ fn a_handover_under_load_loses_and_doubles_nothing() {
         );
         for &(seq, n) in &c.events {
             let prev = by_stream[c.stream].insert(seq, n);
-            assert!(prev.is_none_or(|p| p == n), "stream {} seq {seq}: n {prev:?} and {n}", c.stream);
+            assert!(
+                prev.is_none_or(|p| p == n),
+                "stream {} seq {seq}: n {prev:?} and {n}",
+                c.stream
+            );
         }
     }
     // Every acknowledged publish is in its stream exactly once, and nothing else is.
@@ -419,20 +453,29 @@ fn a_handover_under_load_loses_and_doubles_nothing() {
         ns.sort_unstable();
         let mut want: Vec<u64> = acked.iter().filter(|a| a.0 == st).map(|a| a.1).collect();
         want.sort_unstable();
-        assert_eq!(ns, want, "stream {st}: delivered events vs acknowledged publishes");
+        assert_eq!(
+            ns, want,
+            "stream {st}: delivered events vs acknowledged publishes"
+        );
     }
     // The 1012s are spread over the window: every quarter of it has its share.
     close_times.sort();
     let first = close_times[0];
     let span = close_times[CLIENTS - 1] - first;
-    assert!(span >= SPREAD.mul_f64(0.8) && span <= SPREAD + Duration::from_millis(500), "{span:?}");
+    assert!(
+        span >= SPREAD.mul_f64(0.8) && span <= SPREAD + Duration::from_millis(500),
+        "{span:?}"
+    );
     let mut quarters = [0usize; 4];
     for t in &close_times {
         let q = ((*t - first).as_secs_f64() / SPREAD.as_secs_f64() * 4.0) as usize;
         quarters[q.min(3)] += 1;
     }
     for q in quarters {
-        assert!(q >= CLIENTS / 8, "reconnects by quarter of the window: {quarters:?}");
+        assert!(
+            q >= CLIENTS / 8,
+            "reconnects by quarter of the window: {quarters:?}"
+        );
     }
     let total: usize = acked.len();
     eprintln!(
