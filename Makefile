@@ -6,7 +6,7 @@ BIN := target/release/bistream
 VENV := target/venv
 PYTHON := $(VENV)/bin/python
 
-.PHONY: all build run test unit lint fmt bench loadtest loadtest-smoke autobahn fuzz nginx-test dist clean venv standalone js-test console console-check
+.PHONY: all build run test unit lint fmt bench loadtest loadtest-smoke autobahn fuzz nginx-test proxy-test dist clean venv standalone js-test console console-check
 
 all: build
 
@@ -65,6 +65,13 @@ loadtest-smoke: build
 nginx-test: venv
 	$(CARGO) build --bin bistream
 	$(PYTHON) tests/nginx/run.py --bin target/debug/bistream
+
+## bistream behind the real HAProxy (send-proxy-v2, health checks with a header) and
+## nginx's stream module (proxy_protocol on), Debian packages installed when missing;
+## docs/protocol.md §11, docs/deploy.md. A few seconds; uses the debug binary.
+proxy-test: venv
+	$(CARGO) build --bin bistream
+	$(PYTHON) tests/proxy/run.py --bin target/debug/bistream
 
 ## A release binary for the edge (static musl when that target is installed, else
 ## glibc) with its systemd unit and env file: target/dist/*.tar.gz. docs/deploy.md.

@@ -203,8 +203,7 @@ fn run_clients(
             }
             let mut ended = false;
             if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
-                loop {
-                    let Some(sock) = c.sock.as_mut() else { break };
+                while let Some(sock) = c.sock.as_mut() {
                     match sock.read(&mut chunk) {
                         Ok(0) => {
                             ended = true;
@@ -388,7 +387,7 @@ fn a_handover_under_load_loses_and_doubles_nothing() {
     let (acked, refused) = publisher.join().expect("publisher");
 
     // Where each stream ended, from the new process.
-    let mut final_seq = vec![0u64; STREAMS];
+    let mut final_seq = [0u64; STREAMS];
     for (st, f) in final_seq.iter_mut().enumerate() {
         let mut ws = RawWs::open(addr, &format!("/ws/dashboard/{}", location(st)));
         *f = ws.json()["last_seq"].as_u64().expect("last_seq");
