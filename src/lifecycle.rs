@@ -63,14 +63,12 @@ pub fn serve(config: Config, startup: Startup) -> ExitCode {
         Ok(s) => s,
         Err(code) => return code,
     };
-    banner(&server);
-    sd_notify::tell("READY=1");
     let drain_timeout = server.shared.config.drain_timeout;
-
     let mut under_way: Option<JoinHandle<Outcome>> = None;
     let mut stop: Option<i32> = None;
     // A SIGUSR2 that came while this process was starting (or being handed
-    // to) was sent during a hand-over: ignored, as the contract says.
+    // to) was sent during a hand-over: ignored, as the contract says. Read
+    // before the banner and READY=1, after which a SIGUSR2 counts.
     for sig in signals.pending() {
         if sig == SIGUSR2 {
             log::warn!("SIGUSR2 ignored: it arrived while this process was starting");
@@ -78,6 +76,8 @@ pub fn serve(config: Config, startup: Startup) -> ExitCode {
             stop.get_or_insert(sig);
         }
     }
+    banner(&server);
+    sd_notify::tell("READY=1");
     loop {
         // A hand-over that has ended is reaped before new signals are read, so
         // that a SIGUSR2 after its last log line starts a new one.

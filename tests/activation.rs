@@ -53,6 +53,7 @@ fn log_has(log: &std::sync::mpsc::Receiver<String>, needle: &str) -> Option<Stri
         if line.contains(needle) {
             return Some(line);
         }
+        eprintln!("(log) {line}");
     }
     None
 }

@@ -92,6 +92,8 @@ impl Server {
             h.send(ToLoop::Retire(spread));
         }
         self.forget_socket_files();
+        // The new process holds the sockets; this one needs no copy any more.
+        self.sockets.clear();
     }
 }
 

@@ -297,7 +297,11 @@ impl Prepared {
 impl Server {
     /// Starts the graceful drain: upgrades get 503, `/readyz` turns 503, every
     /// client is flushed and closed with 1001.
-    pub fn drain(&self) {
+    pub fn drain(&mut self) {
+        // No hand-over from here on: the copies kept for one go, so that a
+        // loop that finishes early closes its socket (an open `SO_REUSEPORT`
+        // member nobody accepts on would keep the connections hashed to it).
+        self.sockets.clear();
         self.shared.draining.store(true, Ordering::SeqCst);
         for h in &self.handles {
             h.send(ToLoop::Drain);
