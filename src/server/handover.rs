@@ -215,7 +215,7 @@ impl Handover {
             .env_remove("LISTEN_FDNAMES")
             .env_remove("LISTEN_FDS_FIRST_FD")
             .env("LISTEN_FDS", (n + 1).to_string())
-            .env("BISTREAM_HANDOVER", "1");
+            .env(crate::handover::MARKER_VAR, "1");
         cmd.fd_mappings(mappings)?;
         let spawned = cmd
             .spawn()
