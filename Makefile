@@ -6,7 +6,7 @@ BIN := target/release/bistream
 VENV := target/venv
 PYTHON := $(VENV)/bin/python
 
-.PHONY: all build run test unit lint fmt bench loadtest loadtest-smoke soak soak-ci compare autobahn fuzz nginx-test dist clean venv standalone js-test console console-check
+.PHONY: all build run test unit lint fmt bench loadtest loadtest-smoke soak soak-ci compare autobahn fuzz nginx-test proxy-test dist clean venv standalone js-test console console-check
 
 all: build
 
@@ -20,7 +20,8 @@ run: build
 
 ## The whole suite: the stand-alone check, unit + integration tests (with a bounded
 ## in-process fuzz run of the parsers, tests/fuzz_smoke.rs), the README's client,
-## the JS client and console (Node, Chromium), conformance, load-harness smoke, nginx. Installs what it needs when missing:
+## the JS client and console (Node, Chromium), conformance, load-harness smoke and
+## soak, nginx, HAProxy/nginx-stream PROXY protocol. Installs what it needs when missing:
 ## the venv, the Autobahn client, Debian packages (tests/setup/).
 test: standalone venv
 	$(CARGO) test --workspace
@@ -30,6 +31,7 @@ test: standalone venv
 	$(MAKE) loadtest-smoke
 	$(MAKE) soak-ci
 	$(MAKE) nginx-test
+	$(MAKE) proxy-test
 
 ## The Python venv of the test scripts; quick when it is already up to date.
 venv:
@@ -85,6 +87,13 @@ compare: build
 nginx-test: venv
 	$(CARGO) build --bin bistream
 	$(PYTHON) tests/nginx/run.py --bin target/debug/bistream
+
+## bistream behind the real HAProxy (send-proxy-v2, health checks with a header) and
+## nginx's stream module (proxy_protocol on), Debian packages installed when missing;
+## docs/protocol.md §11, docs/deploy.md. A few seconds; uses the debug binary.
+proxy-test: venv
+	$(CARGO) build --bin bistream
+	$(PYTHON) tests/proxy/run.py --bin target/debug/bistream
 
 ## A release binary for the edge (static musl when that target is installed, else
 ## glibc) with its systemd unit and env file: target/dist/*.tar.gz. docs/deploy.md.

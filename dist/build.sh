@@ -43,7 +43,7 @@ cp "$BIN" "$STAGE/bistream"
 if command -v strip >/dev/null 2>&1; then
     strip "$STAGE/bistream"
 fi
-cp dist/bistream.service dist/bistream.env docs/deploy.md docs/nginx.md "$STAGE/"
+cp dist/bistream.service dist/bistream.socket dist/bistream-socket.conf dist/bistream.env docs/deploy.md docs/nginx.md "$STAGE/"
 
 # It runs, it is what it claims to be, and the example environment file is valid.
 "$STAGE/bistream" --version

@@ -28,6 +28,10 @@ pub const DEFAULT_LAST_VALUES_MAX_BYTES: usize = 64 << 20;
 pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
 pub const DEFAULT_ENGINE_PROBE_INTERVAL: Duration = Duration::from_secs(5);
 pub const DEFAULT_REDIS_TIMEOUT: Duration = Duration::from_secs(2);
+/// docs/protocol.md §11: how long a hand-over spreads its 1012 closes.
+pub const DEFAULT_RESTART_SPREAD: Duration = Duration::from_secs(5);
+/// docs/protocol.md §11: the longest wait for the new process of a hand-over.
+pub const DEFAULT_HANDOVER_TIMEOUT: Duration = Duration::from_secs(10);
 /// The publish API's limits are part of the contract (docs/protocol.md §5), so they are not flags.
 pub const MAX_PUBLISH_BODY: usize = 1 << 20;
 pub const MAX_PUBLISH_EVENTS: usize = 1000;
@@ -313,6 +317,21 @@ pub struct ServerArgs {
     #[arg(global = true, long, env = "BISTREAM_MAX_CONNECTIONS_PER_IP")]
     pub max_connections_per_ip: Option<usize>,
 
+    /// On SIGUSR2 (hand-over to a new process): time over which the old process spreads
+    /// the 1012 closes of its clients, so that they do not all reconnect at once.
+    #[arg(global = true, long, env = "BISTREAM_RESTART_SPREAD", default_value = "5s", value_parser = parse_duration)]
+    pub restart_spread: Duration,
+
+    /// On SIGUSR2: the longest wait for the new process to take over; past it the old
+    /// process goes on serving.
+    #[arg(global = true, long, env = "BISTREAM_HANDOVER_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub handover_timeout: Duration,
+
+    /// Require a PROXY protocol header (v1 or v2) on every TCP connection, from
+    /// --trusted-proxies only (connections from other peers are closed).
+    #[arg(global = true, long, env = "BISTREAM_PROXY_PROTOCOL")]
+    pub proxy_protocol: bool,
+
     /// Print the effective configuration (secrets redacted) and exit; non-zero if it is invalid.
     #[arg(global = true, long)]
     pub check_config: bool,
@@ -361,6 +380,11 @@ pub enum ConfigError {
          set JWT_SECRET_KEY (or --jwt-secret-file) or pass --allow-anonymous"
     )]
     OpenOnNetwork(String),
+    #[error(
+        "--proxy-protocol needs --trusted-proxies: the PROXY header names the client, so only \
+         the load balancers listed there may send one"
+    )]
+    ProxyWithoutTrust,
 }
 
 /// The effective configuration, validated.
@@ -396,6 +420,14 @@ pub struct Config {
     pub unix_socket_mode: Option<u32>,
     pub trusted_proxies: Vec<ipnet::IpNet>,
     pub max_connections_per_ip: Option<usize>,
+    /// `--allow-anonymous`, kept for the check of inherited listeners (socket
+    /// activation), whose addresses are known only once they are taken.
+    pub allow_anonymous: bool,
+    /// docs/protocol.md §11: hand-over on SIGUSR2.
+    pub restart_spread: Duration,
+    pub handover_timeout: Duration,
+    /// docs/protocol.md §11: a PROXY header before the request on TCP listeners.
+    pub proxy_protocol: bool,
 }
 
 #[derive(Clone)]
@@ -514,6 +546,9 @@ impl Config {
                 self.unix_socket_mode
                     .map_or("(umask default)".into(), |m| format!("{m:04o}")),
             ),
+            ("restart-spread", d(self.restart_spread)),
+            ("handover-timeout", d(self.handover_timeout)),
+            ("proxy-protocol", self.proxy_protocol.to_string()),
             ("enable-echo", self.enable_echo.to_string()),
             ("demo", self.demo.to_string()),
             ("console", self.console.to_string()),
@@ -639,6 +674,15 @@ impl Config {
             }
         };
 
+        if a.proxy_protocol && a.trusted_proxies.is_empty() {
+            return Err(ConfigError::ProxyWithoutTrust);
+        }
+        min(
+            "handover-timeout",
+            a.handover_timeout >= Duration::from_millis(10),
+            "10ms",
+        )?;
+
         let max_connections = a
             .max_connections
             .unwrap_or_else(|| fd_limit.saturating_sub(FD_HEADROOM).max(16));
@@ -672,7 +716,24 @@ impl Config {
             unix_socket_mode: a.unix_socket_mode,
             trusted_proxies: a.trusted_proxies.clone(),
             max_connections_per_ip: a.max_connections_per_ip,
+            allow_anonymous: a.allow_anonymous,
+            restart_spread: a.restart_spread,
+            handover_timeout: a.handover_timeout,
+            proxy_protocol: a.proxy_protocol,
         })
+    }
+
+    /// docs/protocol.md §4 for listeners known only at start (socket
+    /// activation): without a secret, only loopback and Unix sockets, unless
+    /// `--allow-anonymous`.
+    pub fn check_open_listeners(&self, addrs: &[ListenAddr]) -> Result<(), ConfigError> {
+        if self.auth.is_some() || self.allow_anonymous {
+            return Ok(());
+        }
+        match addrs.iter().find(|l| !l.is_loopback()) {
+            Some(open) => Err(ConfigError::OpenOnNetwork(open.to_string())),
+            None => Ok(()),
+        }
     }
 }
 
@@ -749,6 +810,40 @@ mod tests {
         assert_eq!(c.history_ttl, DEFAULT_HISTORY_TTL);
         assert_eq!(c.last_values, DEFAULT_LAST_VALUES);
         assert_eq!(c.last_values_max_bytes, DEFAULT_LAST_VALUES_MAX_BYTES);
+        assert_eq!(c.restart_spread, DEFAULT_RESTART_SPREAD);
+        assert_eq!(c.handover_timeout, DEFAULT_HANDOVER_TIMEOUT);
+        assert!(!c.proxy_protocol);
+    }
+
+    #[test]
+    fn inherited_public_listeners_need_a_secret() {
+        let open = Config::from_args(&args(&[]), 1024).unwrap();
+        let public = [ListenAddr::Tcp("0.0.0.0:8000".parse().unwrap())];
+        let local = [
+            ListenAddr::Tcp("127.0.0.1:8000".parse().unwrap()),
+            ListenAddr::Unix("/run/b.sock".into()),
+        ];
+        assert!(matches!(
+            open.check_open_listeners(&public),
+            Err(ConfigError::OpenOnNetwork(_))
+        ));
+        assert!(open.check_open_listeners(&local).is_ok());
+        let anon = Config::from_args(&args(&["--allow-anonymous"]), 1024).unwrap();
+        assert!(anon.check_open_listeners(&public).is_ok());
+        let secret = "s".repeat(32);
+        let auth = Config::from_args(&args(&["--jwt-secret", &secret]), 1024).unwrap();
+        assert!(auth.check_open_listeners(&public).is_ok());
+    }
+
+    #[test]
+    fn proxy_protocol_needs_trusted_proxies() {
+        let e = Config::from_args(&args(&["--proxy-protocol"]), 1024);
+        assert!(matches!(e, Err(ConfigError::ProxyWithoutTrust)));
+        let ok = Config::from_args(
+            &args(&["--proxy-protocol", "--trusted-proxies", "10.0.0.0/8"]),
+            1024,
+        );
+        assert!(ok.is_ok_and(|c| c.proxy_protocol));
     }
 
     #[test]

@@ -32,6 +32,9 @@
 //! - [`metrics`]: metric names and the Prometheus registry.
 //! - [`demo`]: the `--demo` event source.
 //! - [`console`]: the `--console` page and `GET /api/stats`.
+//! - [`lifecycle`]: start-up and signals: drain, hand-over.
+//! - [`handover`]: restarts on `SIGUSR2`: the channel to the new process, the
+//!   executable's path, systemd notifications (with `server::handover`).
 #![forbid(unsafe_code)]
 
 pub mod auth;
@@ -41,8 +44,10 @@ pub mod config;
 pub mod console;
 pub mod demo;
 pub mod engine;
+pub mod handover;
 pub mod http;
 pub mod hub;
+pub mod lifecycle;
 pub mod metrics;
 pub mod proxy_protocol;
 pub mod server;

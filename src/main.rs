@@ -1,15 +1,14 @@
-//! `bistream`: parse the configuration, start the server, wait for a signal, drain.
+//! `bistream`: parse the configuration, start the server, wait for a signal
+//! (`bistream::lifecycle`).
 #![forbid(unsafe_code)]
 
 use std::process::ExitCode;
-use std::time::Duration;
 
 use clap::Parser;
-use signal_hook::consts::{SIGINT, SIGTERM};
-use signal_hook::iterator::Signals;
 
 use bistream::auth::{mint, MintRequest};
 use bistream::config::{raise_fd_limit, Cli, Command, Config, TokenArgs};
+use bistream::lifecycle::Startup;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -17,6 +16,15 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level))
         .format_timestamp_millis()
         .init();
+    // First, while this is the only thread: the path to start again on
+    // SIGUSR2, and the sockets systemd or an old process passed.
+    let startup = match Startup::capture() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("bistream: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let fd_limit = raise_fd_limit();
     let config = match Config::from_args(&cli.server, fd_limit) {
         Ok(c) => c,
@@ -31,7 +39,7 @@ fn main() -> ExitCode {
     }
     match cli.command {
         Some(Command::Token(t)) => token(&config, &t),
-        None => serve(config),
+        None => bistream::lifecycle::serve(config, startup),
     }
 }
 
@@ -64,75 +72,4 @@ fn token(config: &Config, t: &TokenArgs) -> ExitCode {
             ExitCode::from(2)
         }
     }
-}
-
-fn serve(config: Config) -> ExitCode {
-    let drain_timeout = config.drain_timeout;
-    let auth_mode = if config.auth.is_some() {
-        "HS256 tokens required"
-    } else {
-        "OPEN (no tokens checked)"
-    };
-    let threads = config.threads;
-    let max_conn = config.max_connections;
-    let mut signals = match Signals::new([SIGTERM, SIGINT]) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("bistream: cannot install signal handlers: {e}");
-            return ExitCode::from(1);
-        }
-    };
-    let mut server = match bistream::server::start(config) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("bistream: {e}");
-            return ExitCode::from(1);
-        }
-    };
-    for a in &server.addrs {
-        log::info!("bistream {} listening on {a}", env!("CARGO_PKG_VERSION"));
-    }
-    log::info!(
-        "{threads} event loop(s), max {max_conn} connections, auth: {auth_mode}, epoch {}",
-        server.shared.epoch
-    );
-    if server.shared.verifier.is_none() {
-        log::warn!(
-            "NO JWT_SECRET_KEY: the server is running OPEN; anyone who can reach it may \
-             subscribe to any stream and publish. Set JWT_SECRET_KEY for real deployments."
-        );
-    }
-    if server.shared.config.demo {
-        log::info!("demo source on: publishing to loc-1, loc-2, loc-3 every second");
-    }
-
-    let first = signals.forever().next();
-    log::info!(
-        "received {}: draining (up to {:?})",
-        if first == Some(SIGINT) {
-            "SIGINT"
-        } else {
-            "SIGTERM"
-        },
-        drain_timeout
-    );
-    server.drain();
-    let deadline = std::time::Instant::now() + drain_timeout + Duration::from_millis(500);
-    loop {
-        if server.wait(Duration::from_millis(50)) {
-            break;
-        }
-        if signals.pending().next().is_some() {
-            log::warn!("second signal: exiting now");
-            server.remove_socket_files();
-            return ExitCode::from(1);
-        }
-        if std::time::Instant::now() >= deadline {
-            log::warn!("drain timeout passed; exiting");
-            break;
-        }
-    }
-    server.finish();
-    log::info!("drained; bye");
-    ExitCode::SUCCESS
 }

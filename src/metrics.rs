@@ -29,6 +29,16 @@ pub const LAST_VALUES: &str = "bistream_last_values";
 pub const LAST_VALUES_BYTES: &str = "bistream_last_values_bytes";
 pub const ENGINE_UP: &str = "bistream_engine_up";
 pub const ENGINE_RESYNCS_TOTAL: &str = "bistream_engine_resyncs_total";
+pub const HANDOVERS_TOTAL: &str = "bistream_handovers_total";
+pub const HANDOVER_STATE_BYTES: &str = "bistream_handover_state_bytes";
+pub const HANDOVER_DURATION_SECONDS: &str = "bistream_handover_duration_seconds";
+pub const PROXY_HEADERS_TOTAL: &str = "bistream_proxy_headers_total";
+pub const PROXY_REFUSALS_TOTAL: &str = "bistream_proxy_refusals_total";
+
+/// `outcome` values of [`HANDOVERS_TOTAL`].
+pub const HANDOVER_OUTCOMES: [&str; 3] = ["completed", "failed", "ignored"];
+/// `reason` values of [`PROXY_REFUSALS_TOTAL`].
+pub const PROXY_REFUSAL_REASONS: [&str; 4] = ["untrusted", "missing", "malformed", "incomplete"];
 
 /// 100 µs to 10 s, as the contract asks.
 pub const LATENCY_BUCKETS: [f64; 16] = [
@@ -58,6 +68,11 @@ pub struct Metrics {
     pub last_values_bytes: IntGauge,
     pub engine_up: IntGauge,
     pub engine_resyncs: IntCounterVec,
+    pub handovers: IntCounterVec,
+    pub handover_state_bytes: IntGauge,
+    pub handover_duration: prometheus::Gauge,
+    pub proxy_headers: IntCounterVec,
+    pub proxy_refusals: IntCounterVec,
 }
 
 fn must<T>(r: prometheus::Result<T>) -> T {
@@ -151,8 +166,42 @@ impl Metrics {
             ),
             &["outcome"],
         ));
+        let handovers = must(IntCounterVec::new(
+            Opts::new(
+                HANDOVERS_TOTAL,
+                "Hand-overs to a new process (SIGUSR2) this process started, by outcome",
+            ),
+            &["outcome"],
+        ));
+        let handover_state_bytes = must(IntGauge::new(
+            HANDOVER_STATE_BYTES,
+            "Bytes of stream state in the last hand-over (sent by the old process, received by the new)",
+        ));
+        let handover_duration = must(prometheus::Gauge::new(
+            HANDOVER_DURATION_SECONDS,
+            "Duration of the last hand-over: SIGUSR2 to commit in the old process, start to commit in the new",
+        ));
+        let proxy_headers = must(IntCounterVec::new(
+            Opts::new(
+                PROXY_HEADERS_TOTAL,
+                "PROXY protocol headers accepted, by version (--proxy-protocol)",
+            ),
+            &["version"],
+        ));
+        let proxy_refusals = must(IntCounterVec::new(
+            Opts::new(
+                PROXY_REFUSALS_TOTAL,
+                "Connections closed without an answer for their PROXY header, by reason",
+            ),
+            &["reason"],
+        ));
         for c in [
-            Box::new(connections.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(handovers.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(handover_state_bytes.clone()),
+            Box::new(handover_duration.clone()),
+            Box::new(proxy_headers.clone()),
+            Box::new(proxy_refusals.clone()),
+            Box::new(connections.clone()),
             Box::new(connections_total.clone()),
             Box::new(handshake_failures.clone()),
             Box::new(events_published.clone()),
@@ -183,6 +232,12 @@ impl Metrics {
         for outcome in ["caught_up", "resync", "new_epoch"] {
             engine_resyncs.with_label_values(&[outcome]).inc_by(0);
         }
+        for outcome in HANDOVER_OUTCOMES {
+            handovers.with_label_values(&[outcome]).inc_by(0);
+        }
+        for reason in PROXY_REFUSAL_REASONS {
+            proxy_refusals.with_label_values(&[reason]).inc_by(0);
+        }
         Metrics {
             registry,
             connections,
@@ -202,6 +257,11 @@ impl Metrics {
             last_values_bytes,
             engine_up,
             engine_resyncs,
+            handovers,
+            handover_state_bytes,
+            handover_duration,
+            proxy_headers,
+            proxy_refusals,
         }
     }
 

@@ -617,6 +617,12 @@ fn the_shipped_unit_and_env_file_are_documented_and_valid() {
         docs.contains(envf.trim_end()),
         "docs/deploy.md does not show dist/bistream.env"
     );
+    for f in ["dist/bistream.socket", "dist/bistream-socket.conf"] {
+        assert!(
+            docs.contains(read(f).trim_end()),
+            "docs/deploy.md does not show {f}"
+        );
+    }
     for line in [
         "DynamicUser=yes",
         "NoNewPrivileges=yes",
@@ -625,6 +631,8 @@ fn the_shipped_unit_and_env_file_are_documented_and_valid() {
         "LoadCredential=jwt-secret:",
         "ExecStart=/usr/local/bin/bistream --jwt-secret-file %d/jwt-secret",
         "EnvironmentFile=/etc/bistream/bistream.env",
+        "Type=notify",
+        "ExecReload=/bin/kill -USR2 $MAINPID",
     ] {
         assert!(
             unit.lines().any(|l| l.starts_with(line)),

@@ -119,6 +119,17 @@ impl Refusal {
         .with_headers(RETRY_AFTER)
     }
 
+    /// 503 `restarting`: a publish while a hand-over to a new process moves
+    /// the state over (docs/protocol.md §11); the retry reaches the new process.
+    pub fn restarting() -> Refusal {
+        Refusal::new(
+            503,
+            "restarting",
+            "the server is handing over to a new process; retry in a moment",
+        )
+        .with_headers(RETRY_AFTER)
+    }
+
     /// 503 `unavailable`: a limit or a busy server, not a drain.
     pub fn unavailable(why: &'static str) -> Refusal {
         Refusal::new(503, "unavailable", why).with_headers(RETRY_AFTER)
@@ -241,6 +252,7 @@ mod tests {
             Refusal::publisher_behind(),
             Refusal::publisher_gone(),
             Refusal::engine_unavailable(),
+            Refusal::restarting(),
         ] {
             assert_eq!(r.status, 503);
             assert!(r.extra_headers.contains("Retry-After"), "{r:?}");

@@ -14,6 +14,7 @@ use crate::engine::EngineEvent;
 use crate::http::publish::PublishEvent;
 use crate::http::response::Refusal;
 use crate::hub::event::{Delivery, StreamId};
+use crate::hub::export::HandoverMsg;
 use crate::hub::streams::HistEntry;
 use crate::hub::subscriptions::ConnRef;
 
@@ -27,6 +28,8 @@ pub enum ToPublisher {
     },
     /// What the Redis engine's threads report (`--engine redis`).
     Engine(Box<EngineEvent>),
+    /// A hand-over's fence and export (docs/protocol.md §11, `hub::export`).
+    Handover(HandoverMsg),
     Shutdown,
 }
 
@@ -56,6 +59,12 @@ pub enum ToLoop {
     Resync(StreamId),
     /// Begin the graceful drain (SIGTERM/SIGINT).
     Drain,
+    /// A hand-over's fence (`hub::export`): publishes are refused from now
+    /// on; answer `HandoverMsg::Fenced` with this attempt.
+    Fence(u64),
+    /// The new process took over: stop accepting and close every client with
+    /// 1012, at random instants over this spread (docs/protocol.md §11).
+    Retire(std::time::Duration),
 }
 
 /// The publisher's answer to a subscription. Everything up to `last_seq` is in

@@ -308,6 +308,19 @@ impl LastValues {
         self.emptied.retain(|s| *s != stream);
     }
 
+    /// Every last value of every stream, oldest first across streams (the
+    /// order the byte cap forgets them in): what a state hand-over carries.
+    pub fn all_entries(&self) -> Vec<(StreamId, Arc<str>, LastValue)> {
+        let mut out = Vec::with_capacity(self.nodes.len());
+        let mut i = self.all.head;
+        while i != NIL {
+            let n = &self.nodes[i as usize];
+            out.push((n.stream, n.key.clone(), n.value.clone()));
+            i = n.all.next;
+        }
+        out
+    }
+
     /// Every last value of a stream, in ascending seq: for a state hand-over.
     pub fn entries(&self, stream: StreamId) -> Vec<(Arc<str>, LastValue)> {
         let mut out = Vec::new();

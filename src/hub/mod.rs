@@ -3,7 +3,9 @@
 
 pub mod channels;
 pub mod event;
+pub mod export;
 pub mod last_values;
 pub mod publisher;
 pub mod streams;
 pub mod subscriptions;
+pub mod transfer;

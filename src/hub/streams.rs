@@ -17,6 +17,10 @@ use crate::channel::Channel;
 use crate::hub::event::StreamId;
 use crate::hub::last_values::{LastValue, LastValues};
 
+/// Export and import of the whole state for a hand-over (docs/protocol.md §11).
+mod transfer;
+pub use transfer::Imported;
+
 #[derive(Debug, Clone)]
 pub struct HistEntry {
     pub seq: u64,

@@ -1,17 +1,19 @@
 //! One connection's state. A connection moves only forward:
 //!
 //! ```text
-//!            head ok, API request: answer, stay (keep-alive)
-//!          ┌────┐
-//!          ▼    │
-//! accept → Http ─┴─ upgrade ok ─→ Subscribing ─ publisher's ack ─→ Open ─┐
-//!          │  (echo: straight to Open)   │                          │   │
-//!          └─ refusal / timeout ─────────┴──────────────────────────┴───┴─→ Closing → removed
+//!                      head ok, API request: answer, stay (keep-alive)
+//!                    ┌────┐
+//!                    ▼    │
+//! accept → [Proxy] → Http ─┴─ upgrade ok ─→ Subscribing ─ publisher's ack ─→ Open ─┐
+//!             │      │  (echo: straight to Open)   │                          │   │
+//!             │      └─ refusal / timeout ─────────┴──────────────────────────┴───┴─→ Closing → removed
+//!             └─ bad, missing or late PROXY header: removed, no answer
 //! ```
 //!
 //! Each phase has one module that answers the same four calls (input, timer,
 //! drain, end of input) and returns a [`Step`] the loop acts on:
-//! `Http` → `http_conn`, `Subscribing`/`Open` → `ws_conn`, `Closing` → `close`.
+//! `Proxy` → `proxy_conn` (TCP with `--proxy-protocol` only), `Http` →
+//! `http_conn`, `Subscribing`/`Open` → `ws_conn`, `Closing` → `close`.
 //! `Closing` flushes what is queued (a refusal, a close frame), half-closes the
 //! socket and waits for the peer's EOF or the linger deadline, whichever is first.
 
@@ -66,6 +68,7 @@ pub(crate) struct Connection {
 }
 
 pub(crate) enum State {
+    Proxy(ProxyState),
     Http(Box<HttpState>),
     Subscribing(Box<Subscribing>),
     Open(Box<WsState>),
@@ -90,6 +93,14 @@ pub(crate) struct HttpState {
     /// A publish handed to the Redis engine, waiting for its answer: the
     /// requests behind it wait too, so that answers keep their order.
     pub(crate) awaiting: Option<Box<RequestHead>>,
+}
+
+/// Waiting for the PROXY protocol header (docs/protocol.md §11).
+pub(crate) struct ProxyState {
+    /// The handshake deadline from accept; the HTTP phase keeps it.
+    pub(crate) deadline: Tick,
+    /// The HTTP phase that follows the header, made at accept.
+    pub(crate) next: Box<HttpState>,
 }
 
 /// Upgrade accepted; waiting for the publisher to register the subscription.
@@ -146,6 +157,7 @@ impl Connection {
     /// The one deadline this connection waits for now.
     pub(crate) fn deadline(&self) -> Tick {
         match &self.state {
+            State::Proxy(p) => p.deadline,
             State::Http(h) => h.deadline,
             State::Subscribing(s) => s.deadline,
             State::Open(ws) => ws.token_deadline.min(ws.next_ping),

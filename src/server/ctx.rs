@@ -65,6 +65,18 @@ impl Ctx {
         }
     }
 
+    /// A hand-over's fence (`hub::export`): publishes are refused from now on
+    /// (the flag was set before the fence was sent), and every one this loop
+    /// accepted is ahead of this message in the publisher's inbox.
+    pub(crate) fn fence(&mut self, attempt: u64) {
+        self.send_ctrl(ToPublisher::Handover(
+            crate::hub::export::HandoverMsg::Fenced {
+                loop_id: self.id,
+                attempt,
+            },
+        ));
+    }
+
     /// Retries what [`Self::send_ctrl`] could not send.
     pub(crate) fn retry_ctrl(&mut self) {
         while let Some(msg) = self.pending_ctrl.pop_front() {

@@ -22,7 +22,7 @@ use crate::server::connection::{Connection, State, Step};
 use crate::server::ctx::Ctx;
 use crate::server::socket::{Listener, Peer, Socket};
 use crate::server::timers::Timers;
-use crate::server::{close, fanout, http_conn, ws_conn, Shared};
+use crate::server::{close, fanout, http_conn, proxy_conn, retire, ws_conn, Shared};
 use crate::ws::outbound::{Flushed, Written};
 
 pub(crate) const WAKER: Token = Token(0);
@@ -60,6 +60,8 @@ pub(crate) struct EventLoop {
     accept_error_logged: bool,
     /// Reused list of connections found slow during a fan-out.
     slow: Vec<usize>,
+    /// After a hand-over: when each client gets its 1012 (`retire`).
+    retirement: Option<retire::Retirement>,
 }
 
 impl EventLoop {
@@ -93,6 +95,7 @@ impl EventLoop {
             accept_paused_until: None,
             accept_error_logged: false,
             slow: Vec::new(),
+            retirement: None,
         })
     }
 
@@ -133,6 +136,7 @@ impl EventLoop {
             self.cx.retry_ctrl();
             self.flush_dirty();
             self.fire_timers();
+            self.fire_retirement();
             // What the timers queued (pings, 408s, close frames) goes out now,
             // not at the next wake-up, which may be a whole interval away.
             self.flush_dirty();
@@ -168,6 +172,9 @@ impl EventLoop {
         if let Some(at) = self.accept_paused_until {
             t = t.min(at.until_from(now));
         }
+        if let Some(at) = self.retirement.as_ref().and_then(|r| r.next()) {
+            t = t.min(at.until_from(now));
+        }
         if self.cx.has_pending_ctrl() {
             t = t.min(Duration::from_millis(5));
         }
@@ -181,6 +188,7 @@ impl EventLoop {
             return Step::Wait;
         };
         match conn.state {
+            State::Proxy(_) => proxy_conn::on_input(conn, &mut self.cx),
             State::Http(_) => http_conn::on_input(conn, key, &mut self.cx),
             State::Subscribing(_) | State::Open(_) => ws_conn::on_input(conn, key, &mut self.cx),
             State::Closing(_) => close::on_input(conn),
@@ -192,6 +200,7 @@ impl EventLoop {
             return Step::Wait;
         };
         match conn.state {
+            State::Proxy(_) => proxy_conn::on_timer(conn, &mut self.cx),
             State::Http(_) => http_conn::on_timer(conn, key, &mut self.cx),
             State::Subscribing(_) | State::Open(_) => ws_conn::on_timer(conn, key, &mut self.cx),
             State::Closing(_) => close::on_timer(conn, self.cx.now),
@@ -203,6 +212,7 @@ impl EventLoop {
             return Step::Wait;
         };
         match conn.state {
+            State::Proxy(_) => proxy_conn::on_drain(conn, &mut self.cx),
             State::Http(_) => http_conn::on_drain(conn, &mut self.cx),
             State::Subscribing(_) | State::Open(_) => {
                 ws_conn::on_drain(conn, key, &mut self.cx, deadline)
@@ -216,6 +226,7 @@ impl EventLoop {
             return Step::Wait;
         };
         match conn.state {
+            State::Proxy(_) => proxy_conn::on_eof(&mut self.cx),
             State::Http(_) => http_conn::on_eof(conn, key, &mut self.cx),
             State::Subscribing(_) | State::Open(_) => ws_conn::on_eof(),
             State::Closing(_) => close::on_eof(conn),
@@ -374,6 +385,8 @@ impl EventLoop {
                 Ok(ToLoop::Published { conn, result }) => self.on_published(conn, result),
                 Ok(ToLoop::Resync(stream)) => self.resync(stream),
                 Ok(ToLoop::Drain) => self.start_drain(),
+                Ok(ToLoop::Fence(attempt)) => self.cx.fence(attempt),
+                Ok(ToLoop::Retire(spread)) => self.start_retirement(spread),
                 Err(_) => return,
             }
         }
@@ -444,6 +457,72 @@ impl EventLoop {
         }
     }
 
+    /// docs/protocol.md §11, `retire`: the new process serves; stop
+    /// accepting, finish API requests as in a drain, and close each WebSocket
+    /// client with 1012 at its own random instant over `spread`.
+    fn start_retirement(&mut self, spread: Duration) {
+        if self.cx.draining.is_some() {
+            return;
+        }
+        for l in &mut self.listeners {
+            let _ = self.poll.registry().deregister(l);
+        }
+        self.listeners.clear();
+        let linger = self.cx.shared.config.close_linger;
+        let deadline = self.cx.now + spread + 2 * linger;
+        self.cx.draining = Some(deadline);
+        let mut open = Vec::new();
+        let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+        for key in keys {
+            match self.conns.get(key) {
+                Some(c) if matches!(c.state, State::Open(_)) => open.push(ConnRef {
+                    key: key as u32,
+                    gen: c.gen,
+                }),
+                Some(_) => {
+                    let step = self.drain(key, deadline);
+                    self.apply(key, step);
+                }
+                None => {}
+            }
+        }
+        log::info!(
+            "loop {}: stopped accepting; closing {} client(s) with 1012 over {:?}",
+            self.cx.id,
+            open.len(),
+            spread
+        );
+        self.retirement = Some(retire::Retirement::new(self.cx.now, spread, &open));
+    }
+
+    fn fire_retirement(&mut self) {
+        let Some(r) = self.retirement.as_mut() else {
+            return;
+        };
+        let mut due = Vec::new();
+        while let Some(c) = r.pop_due(self.cx.now) {
+            due.push(c);
+        }
+        for c in due {
+            let key = c.key as usize;
+            let Some(conn) = self.conns.get_mut(key) else {
+                continue;
+            };
+            if conn.gen != c.gen {
+                continue;
+            }
+            close::close_ws(
+                conn,
+                key,
+                &mut self.cx,
+                crate::ws::close::CloseCode::ServiceRestart,
+                "service restart",
+            );
+            self.after(key);
+        }
+        self.flush_dirty();
+    }
+
     fn fire_timers(&mut self) {
         let now = self.cx.now;
         while let Some((at, c)) = self.timers.pop_due(now) {
@@ -507,6 +586,12 @@ impl EventLoop {
     }
 
     fn register(&mut self, mut socket: Socket, peer: Peer, over_limit: bool) {
+        let first = http_conn::new_state(&self.cx);
+        let Some(state) = proxy_conn::first_state(&peer, first, &self.cx) else {
+            // An untrusted peer where a PROXY header is required: closed unanswered.
+            self.cx.shared.open.fetch_sub(1, Ordering::AcqRel);
+            return;
+        };
         let entry = self.conns.vacant_entry();
         let key = entry.key();
         if self
@@ -523,7 +608,7 @@ impl EventLoop {
             socket,
             gen: self.next_gen,
             peer,
-            state: State::Http(http_conn::new_state(&self.cx)),
+            state,
             inbuf: Vec::new(),
             out: Default::default(),
             timer_at: None,

@@ -225,16 +225,22 @@ fn invalid(conn: &mut Connection, key: usize, cx: &mut Ctx, head: &RequestHead, 
 /// Answers one request without a body.
 fn dispatch(conn: &mut Connection, key: usize, cx: &mut Ctx, head: &RequestHead) -> Next {
     let shared = cx.shared.clone();
-    let peer_ip = match conn.peer {
-        Peer::Tcp(a) => Some(a.ip()),
-        Peer::Unix => None,
+    conn.client = match conn.peer {
+        // docs/protocol.md §11: behind a PROXY header, X-Forwarded-For is ignored.
+        Peer::Proxied(a) => Some(a.ip()),
+        Peer::Tcp(a) => client_ip(
+            Some(a.ip()),
+            head.x_forwarded_for.as_deref(),
+            head.x_real_ip.as_deref(),
+            &shared.config.trusted_proxies,
+        ),
+        Peer::Unix => client_ip(
+            None,
+            head.x_forwarded_for.as_deref(),
+            head.x_real_ip.as_deref(),
+            &shared.config.trusted_proxies,
+        ),
     };
-    conn.client = client_ip(
-        peer_ip,
-        head.x_forwarded_for.as_deref(),
-        head.x_real_ip.as_deref(),
-        &shared.config.trusted_proxies,
-    );
     let r = match route(&head.path, shared.config.enable_echo) {
         Route::Console | Route::Stats if !shared.config.console => Route::NotFound,
         r => r,
@@ -516,6 +522,11 @@ fn publish_result(cx: &mut Ctx, claims: Option<&Claims>, body: &[u8]) -> Result<
     // would reach nobody. 503 tells the publisher to retry on another instance.
     if cx.draining.is_some() {
         return Err(Refusal::draining());
+    }
+    // docs/protocol.md §11: the state is being handed over; a publish accepted
+    // now would be missing from it.
+    if cx.shared.handing_over() {
+        return Err(Refusal::restarting());
     }
     if body.is_empty() {
         return Err(Refusal::empty_body());

@@ -5,10 +5,15 @@ mod connection;
 mod ctx;
 mod event_loop;
 mod fanout;
+pub mod handover;
 mod http_conn;
+pub mod inherit;
 mod listener;
 mod per_ip;
+mod proxy_conn;
+mod retire;
 mod socket;
+pub mod successor;
 mod timers;
 mod ws_conn;
 
@@ -25,9 +30,11 @@ use crate::config::{Config, ListenAddr};
 use crate::engine::{EngineKind, RedisEngine, RedisSettings};
 use crate::hub::channels::{LoopHandle, PublisherHandle, ToLoop, ToPublisher};
 use crate::hub::publisher::{new_epoch, Publisher, PublisherConfig};
+use crate::hub::streams::Imported;
+use crate::hub::transfer::State;
 use crate::metrics::Metrics;
 
-pub use listener::BindError;
+pub use listener::{BindError, ListenSocket};
 
 /// Messages a loop's inbox holds before the publisher waits for it.
 const LOOP_INBOX: usize = 4096;
@@ -67,6 +74,16 @@ pub struct Shared {
     pub(crate) engine: Option<Arc<crate::engine::RedisEngine>>,
     /// The previous metrics sample behind `GET /api/stats` (with `--console`).
     pub(crate) stats: crate::console::StatsWindow,
+    /// Set while a hand-over fences and exports (docs/protocol.md §11):
+    /// publishes get 503 `restarting`. Cleared again if the hand-over fails.
+    pub(crate) handing_over: AtomicBool,
+}
+
+impl Shared {
+    /// Publishes are on hold for a hand-over.
+    pub(crate) fn handing_over(&self) -> bool {
+        self.handing_over.load(Ordering::Acquire)
+    }
 }
 
 pub struct Server {
@@ -81,16 +98,64 @@ pub struct Server {
     publisher: Option<JoinHandle<()>>,
     /// Unix socket files this process created, removed on exit.
     unix_paths: Vec<PathBuf>,
+    /// Every listening socket once, for a hand-over.
+    sockets: Vec<ListenSocket>,
+}
+
+/// Where the listening sockets come from.
+pub enum Listeners {
+    /// Bind `--listen`.
+    Bind,
+    /// Serve these (socket activation, or a hand-over); `--listen` is not used.
+    Inherited(Vec<ListenSocket>),
+}
+
+/// A server with everything set up but no thread started: nothing is
+/// accepted yet. A hand-over's new process gets here, reports that it is
+/// ready, and launches only once the old process has committed.
+pub struct Prepared {
+    addrs: Vec<ListenAddr>,
+    shared: Arc<Shared>,
+    loops: Vec<event_loop::EventLoop>,
+    handles: Vec<LoopHandle>,
+    publisher: Publisher,
+    publisher_rx: crossbeam_channel::Receiver<ToPublisher>,
+    publisher_tx: PublisherHandle,
+    unix_paths: Vec<PathBuf>,
+    sockets: Vec<ListenSocket>,
+    imported: Option<Imported>,
 }
 
 pub fn start(config: Config) -> Result<Server, StartError> {
-    let bound = listener::bind_all(&config.listen, config.threads, config.unix_socket_mode)?;
+    prepare(config, Listeners::Bind, None)?.launch()
+}
+
+/// Binds (or takes) the listeners and builds the loops and the publisher,
+/// starting from `state` when a hand-over brought one.
+pub fn prepare(
+    config: Config,
+    listeners: Listeners,
+    state: Option<State>,
+) -> Result<Prepared, StartError> {
+    let bound = match listeners {
+        Listeners::Bind => {
+            listener::bind_all(&config.listen, config.threads, config.unix_socket_mode)?
+        }
+        Listeners::Inherited(sockets) => listener::assign(sockets, config.threads)?,
+    };
+    // docs/protocol.md §11: new streams of this process must never get an
+    // epoch an imported stream has (their epochs are `<prefix>-<id>`).
+    let epoch = loop {
+        let e = new_epoch();
+        if state.as_ref().is_none_or(|s| !s.uses_epoch_prefix(&e)) {
+            break e;
+        }
+    };
     let metrics = Arc::new(Metrics::new());
     let verifier = match &config.auth {
         Some(a) => Some(Verifier::new(&a.secret, a.previous.as_deref(), a.leeway)?),
         None => None,
     };
-    let epoch = new_epoch();
     let (tx, publisher_rx) = crossbeam_channel::bounded(PUBLISHER_INBOX);
     let publisher_tx = PublisherHandle::new(tx);
     // Each loop's poll and inbox first: the engine answers publishes on them.
@@ -138,6 +203,7 @@ pub fn start(config: Config) -> Result<Server, StartError> {
         per_ip: per_ip::PerIp::new(config.max_connections_per_ip),
         engine: engine.clone(),
         stats: crate::console::StatsWindow::new(&metrics),
+        handing_over: AtomicBool::new(false),
         config,
     });
     let mut loops = Vec::new();
@@ -154,7 +220,7 @@ pub fn start(config: Config) -> Result<Server, StartError> {
         .map_err(StartError::Poll)?;
         loops.push(el);
     }
-    let publisher = Publisher::new(
+    let mut publisher = Publisher::new(
         PublisherConfig {
             epoch: shared.epoch.clone(),
             limits: crate::hub::streams::Limits {
@@ -168,43 +234,108 @@ pub fn start(config: Config) -> Result<Server, StartError> {
         handles.clone(),
         metrics,
     );
-    let publisher = match engine {
-        Some(e) => publisher.with_redis(e),
-        None => publisher,
+    // With the Redis engine there is no state to carry: Redis holds it.
+    let imported = match engine {
+        Some(e) => {
+            publisher = publisher.with_redis(e);
+            None
+        }
+        None => state.map(|s| publisher.import(s)),
     };
-    let publisher = std::thread::Builder::new()
-        .name("bistream-publisher".into())
-        .spawn(move || publisher.run(publisher_rx))
-        .map_err(StartError::Thread)?;
-    publisher_tx.set_thread(publisher.thread().clone());
-    let mut joins = Vec::new();
-    for el in loops {
-        let name = format!("bistream-loop-{}", el.id());
-        joins.push(
-            std::thread::Builder::new()
-                .name(name)
-                .spawn(move || el.run())
-                .map_err(StartError::Thread)?,
-        );
-    }
-    if shared.config.demo {
-        crate::demo::spawn(publisher_tx.clone()).map_err(StartError::Thread)?;
-    }
-    Ok(Server {
+    Ok(Prepared {
         addrs: bound.addrs,
         shared,
-        loops: joins,
+        loops,
         handles,
+        publisher,
+        publisher_rx,
         publisher_tx,
-        publisher: Some(publisher),
         unix_paths: bound.unix_paths,
+        sockets: bound.sockets,
+        imported,
     })
+}
+
+impl Prepared {
+    pub fn addrs(&self) -> &[ListenAddr] {
+        &self.addrs
+    }
+
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// What the state of a hand-over brought in.
+    pub fn imported(&self) -> Option<Imported> {
+        self.imported
+    }
+
+    /// The Unix socket files of the inherited listeners are this process's
+    /// to remove at exit (a hand-over from a process that bound them).
+    pub fn own_socket_files(&mut self) {
+        self.unix_paths = self
+            .addrs
+            .iter()
+            .filter_map(|a| match a {
+                ListenAddr::Unix(p) if p.is_absolute() => Some(p.clone()),
+                _ => None,
+            })
+            .collect();
+    }
+
+    /// Starts the publisher and the loops: from here on connections are accepted.
+    pub fn launch(self) -> Result<Server, StartError> {
+        let Prepared {
+            addrs,
+            shared,
+            loops,
+            handles,
+            publisher,
+            publisher_rx,
+            publisher_tx,
+            unix_paths,
+            sockets,
+            imported: _,
+        } = self;
+        let publisher = std::thread::Builder::new()
+            .name("bistream-publisher".into())
+            .spawn(move || publisher.run(publisher_rx))
+            .map_err(StartError::Thread)?;
+        publisher_tx.set_thread(publisher.thread().clone());
+        let mut joins = Vec::new();
+        for el in loops {
+            let name = format!("bistream-loop-{}", el.id());
+            joins.push(
+                std::thread::Builder::new()
+                    .name(name)
+                    .spawn(move || el.run())
+                    .map_err(StartError::Thread)?,
+            );
+        }
+        if shared.config.demo {
+            crate::demo::spawn(publisher_tx.clone()).map_err(StartError::Thread)?;
+        }
+        Ok(Server {
+            addrs,
+            shared,
+            loops: joins,
+            handles,
+            publisher_tx,
+            publisher: Some(publisher),
+            unix_paths,
+            sockets,
+        })
+    }
 }
 
 impl Server {
     /// Starts the graceful drain: upgrades get 503, `/readyz` turns 503, every
     /// client is flushed and closed with 1001.
-    pub fn drain(&self) {
+    pub fn drain(&mut self) {
+        // No hand-over from here on: the copies kept for one go, so that a
+        // loop that finishes early closes its socket (an open `SO_REUSEPORT`
+        // member nobody accepts on would keep the connections hashed to it).
+        self.sockets.clear();
         self.shared.draining.store(true, Ordering::SeqCst);
         for h in &self.handles {
             h.send(ToLoop::Drain);
@@ -239,5 +370,16 @@ impl Server {
         for p in &self.unix_paths {
             let _ = std::fs::remove_file(p);
         }
+    }
+
+    /// After a hand-over the socket files are the new process's.
+    pub fn forget_socket_files(&mut self) {
+        self.unix_paths.clear();
+    }
+
+    /// Whether the Unix socket files are this process's (bound here, or
+    /// handed over with that ownership), for the next process.
+    pub fn owns_socket_files(&self) -> bool {
+        !self.unix_paths.is_empty()
     }
 }

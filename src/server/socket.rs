@@ -17,13 +17,16 @@ pub(crate) enum Socket {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Peer {
     Tcp(SocketAddr),
+    /// The client a trusted proxy named in a PROXY header (or, for `LOCAL` and
+    /// `UNKNOWN`, the proxy itself): docs/protocol.md §11.
+    Proxied(SocketAddr),
     Unix,
 }
 
 impl std::fmt::Display for Peer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Peer::Tcp(a) => write!(f, "{a}"),
+            Peer::Tcp(a) | Peer::Proxied(a) => write!(f, "{a}"),
             Peer::Unix => f.write_str("unix"),
         }
     }

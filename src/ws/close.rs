@@ -9,7 +9,7 @@ pub enum CloseCode {
     Policy,
     TooBig,
     Internal,
-    /// 1012: the server restarts (a hand-over); reconnect.
+    /// A hand-over to a new process (docs/protocol.md §11).
     ServiceRestart,
     SlowConsumer,
     /// 4010: the stream's numbering could not be continued; reconnect with

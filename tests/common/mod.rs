@@ -763,7 +763,17 @@ pub const SERVER_ENV: &[&str] = &[
     "BISTREAM_UNIX_SOCKET_MODE",
     "BISTREAM_TRUSTED_PROXIES",
     "BISTREAM_MAX_CONNECTIONS_PER_IP",
+    "BISTREAM_RESTART_SPREAD",
+    "BISTREAM_HANDOVER_TIMEOUT",
+    "BISTREAM_PROXY_PROTOCOL",
     "BISTREAM_LOG_LEVEL",
+    // Inherited sockets (systemd socket activation, a hand-over) and systemd's
+    // readiness socket: a shell running under systemd may have them.
+    "LISTEN_FDS",
+    "LISTEN_PID",
+    "LISTEN_FDNAMES",
+    "BISTREAM_HANDOVER",
+    "NOTIFY_SOCKET",
     "RUST_LOG",
     "RUST_LOG_STYLE",
 ];
@@ -781,7 +791,22 @@ pub fn clear_server_env(cmd: &mut Command) -> &mut Command {
 /// (`wrapper`, e.g. `prlimit ...`, may be empty) with a clean environment
 /// ([`SERVER_ENV`]) plus `env`, and no stdin. The caller picks stdout/stderr.
 pub fn bistream_command(wrapper: &[&str], args: &[&str], env: &[(&str, &str)]) -> Command {
-    let bin = env!("CARGO_BIN_EXE_bistream");
+    bistream_command_at(
+        std::path::Path::new(env!("CARGO_BIN_EXE_bistream")),
+        wrapper,
+        args,
+        env,
+    )
+}
+
+/// [`bistream_command`] with the binary at `bin` (a copy the test may replace,
+/// for a hand-over to another binary).
+pub fn bistream_command_at(
+    bin: &std::path::Path,
+    wrapper: &[&str],
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> Command {
     let mut cmd = match wrapper.split_first() {
         Some((prog, rest)) => {
             let mut c = Command::new(prog);

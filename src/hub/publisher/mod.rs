@@ -22,7 +22,9 @@ use crate::hub::channels::{
     LoopHandle, Recovery, SubscribeAck, SubscribeRequest, ToLoop, ToPublisher,
 };
 use crate::hub::event::{encode_event, Delivery, EventParts, StreamId};
-use crate::hub::streams::{HistEntry, Limits, Streams};
+use crate::hub::export::Gate;
+use crate::hub::streams::{HistEntry, Imported, Limits, Streams};
+use crate::hub::transfer::State;
 use crate::metrics::Metrics;
 
 mod redis;
@@ -49,6 +51,8 @@ pub struct Publisher {
     pending: Vec<Vec<Delivery>>,
     /// `--engine redis`: how far each watched stream is in step with Redis.
     redis: Option<redis::RedisSide>,
+    /// A hand-over's export, and the freeze after it.
+    handover: Gate,
 }
 
 impl Publisher {
@@ -61,6 +65,7 @@ impl Publisher {
             metrics,
             pending: (0..n).map(|_| Vec::new()).collect(),
             redis: None,
+            handover: Gate::new(n),
         }
     }
 
@@ -68,6 +73,14 @@ impl Publisher {
     pub fn with_redis(mut self, engine: Arc<RedisEngine>) -> Publisher {
         self.redis = Some(redis::RedisSide::new(engine));
         self
+    }
+
+    /// Starts from the state an old process handed over (before `run`, before
+    /// any loop accepts).
+    pub fn import(&mut self, state: State) -> Imported {
+        let done = self.streams.import(state, Instant::now());
+        self.update_gauges();
+        done
     }
 
     pub fn run(mut self, rx: Receiver<ToPublisher>) {
@@ -118,8 +131,9 @@ impl Publisher {
     fn handle(&mut self, msg: ToPublisher) {
         match msg {
             // With the Redis engine loops hand publishes to the engine directly.
-            ToPublisher::Publish(events) if self.redis.is_none() => self.publish(events),
-            ToPublisher::Publish(_) => {}
+            ToPublisher::Publish(_) if self.redis.is_some() => {}
+            ToPublisher::Publish(_) if self.handover.frozen() => self.handover.drop_publish(),
+            ToPublisher::Publish(events) => self.publish(events),
             ToPublisher::Subscribe(req) if self.redis.is_some() => self.redis_subscribe(req),
             ToPublisher::Subscribe(req) => self.subscribe(req),
             ToPublisher::Unsubscribe { loop_id, stream } => {
@@ -129,6 +143,7 @@ impl Publisher {
                 }
             }
             ToPublisher::Engine(ev) => self.on_engine(*ev),
+            ToPublisher::Handover(m) => self.handover.on(m, &self.streams),
             ToPublisher::Shutdown => {}
         }
     }
