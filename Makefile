@@ -83,10 +83,12 @@ compare: build
 	target/release/bistream-loadtest compare --runs 3
 
 ## bistream behind the real nginx (Debian package, installed when missing), both
-## upstream kinds; see docs/nginx.md. Uses the debug binary `cargo test` built.
+## upstream kinds (docs/nginx.md); then two nodes on one Redis (redis-server,
+## installed when missing) behind nginx (docs/cluster.md). Uses the debug binary.
 nginx-test: venv
 	$(CARGO) build --bin bistream
 	$(PYTHON) tests/nginx/run.py --bin target/debug/bistream
+	$(PYTHON) tests/nginx/cluster.py --bin target/debug/bistream
 
 ## bistream behind the real HAProxy (send-proxy-v2, health checks with a header) and
 ## nginx's stream module (proxy_protocol on), Debian packages installed when missing;

@@ -494,6 +494,12 @@ impl Config {
             .iter()
             .map(ToString::to_string)
             .collect();
+        // Passwords in a Redis URL are secrets too.
+        let redis_urls: Vec<String> = self
+            .redis_urls
+            .iter()
+            .map(|u| crate::engine::redact(u))
+            .collect();
         let auth = match &self.auth {
             None => "off (open: no tokens checked)".to_string(),
             Some(a) => format!(
@@ -531,6 +537,16 @@ impl Config {
                 "last-values-max-bytes",
                 self.last_values_max_bytes.to_string(),
             ),
+            (
+                "engine",
+                match self.engine {
+                    crate::engine::EngineKind::Memory => "memory".into(),
+                    crate::engine::EngineKind::Redis => "redis".into(),
+                },
+            ),
+            ("redis-url", redis_urls.join(",")),
+            ("engine-probe-interval", d(self.engine_probe_interval)),
+            ("redis-timeout", d(self.redis_timeout)),
             ("auth", auth),
             ("allowed-origins", list(&self.allowed_origins)),
             (
@@ -882,6 +898,30 @@ mod tests {
         assert!(text.contains("listen = 127.0.0.1:8000"));
         assert!(text.contains("auth = HS256, secret <redacted 40 bytes>"));
         assert!(!text.contains(&secret));
+    }
+
+    #[test]
+    fn describe_shows_the_engine_without_redis_passwords() {
+        let c = Config::from_args(
+            &args(&[
+                "--engine",
+                "redis",
+                "--redis-url",
+                "redis://:s3cret@10.0.0.1:6379/2",
+                "--redis-url",
+                "redis://10.0.0.2:6379",
+            ]),
+            1024,
+        )
+        .unwrap();
+        let text = c.describe();
+        assert!(text.contains("engine = redis\n"), "{text}");
+        assert!(
+            text.contains("redis-url = redis://<redacted>@10.0.0.1:6379/2,redis://10.0.0.2:6379\n")
+        );
+        assert!(text.contains("engine-probe-interval = 5s\n"));
+        assert!(text.contains("redis-timeout = 2s\n"));
+        assert!(!text.contains("s3cret"));
     }
 
     #[test]

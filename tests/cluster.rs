@@ -450,3 +450,46 @@ fn snapshot_and_conflation_work_on_every_node() {
     }
     assert_eq!(keys, vec!["k0", "k1", "k2", "k3", "k4"]);
 }
+
+#[test]
+fn a_stream_whose_counter_was_evicted_starts_a_clean_epoch() {
+    // An eviction policy (volatile-lru: every key has a TTL) may take one key
+    // of a stream and leave the others. A new epoch must not inherit the old
+    // one's history or last values under its own numbering.
+    let redis = RedisServer::start(Persistence::None);
+    let a = node(&[&redis], &[]);
+    for k in 0..5 {
+        let body = json!({"channel":"dashboard","location_id":"evict","event_type":"KPI","key":format!("k{k}"),"data":{"old": k}});
+        assert_eq!(a.publish(&body.to_string()).0, 202);
+    }
+    redis
+        .query(&["DEL", "bistream:{dashboard:evict}:meta"])
+        .expect("DEL");
+    let body = json!({"channel":"dashboard","location_id":"evict","event_type":"KPI","key":"new","data":{"new": 1}});
+    assert_eq!(a.publish(&body.to_string()).0, 202);
+    let (mut ws, hello) = a.subscribe("/ws/dashboard/evict?snapshot=1&since=0");
+    assert_eq!(hello["last_seq"], 1, "{hello}");
+    // The replay holds the new epoch's one event; the snapshot adds nothing.
+    let m = recv_json(&mut ws);
+    assert_eq!(
+        (m["seq"].as_u64(), &m["data"]),
+        (Some(1), &json!({"new": 1})),
+        "{m}"
+    );
+    let m = recv_json(&mut ws);
+    assert_eq!(m["type"], "recovered", "{m}");
+    assert_eq!(
+        (m["complete"].as_bool(), m["to_seq"].as_u64()),
+        (Some(true), Some(1))
+    );
+    let (mut ws, _) = a.subscribe("/ws/dashboard/evict?snapshot=1");
+    let mut snap = Vec::new();
+    loop {
+        let m = recv_json(&mut ws);
+        if m["type"] == "snapshot" {
+            assert_eq!(m["count"], 1, "{m}: old last values came back: {snap:?}");
+            break;
+        }
+        snap.push(m);
+    }
+}

@@ -2,9 +2,11 @@
 //! stream only (declared in `KEYS`, all in one hash slot), so each is atomic
 //! and would run unchanged on Redis Cluster. The key layout is `engine::wire`'s.
 
-/// One stream event, atomically: take or create the stream's epoch, number
-/// the event, append it to history (capped, with the stream's TTL), make it
-/// the last value of its key (capped per stream), and publish it.
+/// One stream event, atomically: take or create the stream's epoch (a new
+/// one starts with no history and no last values: what an eviction of the
+/// counter alone left behind belongs to a lost epoch), number the event,
+/// append it to history (capped, with the stream's TTL), make it the last
+/// value of its key (capped per stream), and publish it.
 ///
 /// KEYS: meta, hist, last, order.
 /// ARGV: 1 epoch to create when there is none, 2 JSON before the seq, 3 JSON
@@ -15,6 +17,7 @@ pub const PUBLISH: &str = r#"
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 if not epoch then
   epoch = ARGV[1]
+  redis.call('DEL', KEYS[2], KEYS[3], KEYS[4])
   redis.call('HSET', KEYS[1], 'epoch', epoch, 'seq', 0)
 end
 local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
@@ -43,8 +46,9 @@ redis.call('PUBLISH', ARGV[9], seq .. '\n' .. epoch .. '\n' .. ARGV[4] .. '\n' .
 return {epoch, seq}
 "#;
 
-/// A stream's whole state, creating its epoch if no node has yet, and
-/// renewing its TTL (a node with subscribers keeps the stream alive).
+/// A stream's whole state, creating its epoch if no node has yet (empty, as
+/// in [`PUBLISH`]), and renewing its TTL (a node with subscribers keeps the
+/// stream alive).
 ///
 /// KEYS: meta, hist, last, order. ARGV: 1 epoch to create, 2 TTL in ms.
 /// Returns `{epoch, seq, {history...}, {last values...}}`.
@@ -52,6 +56,7 @@ pub const FETCH: &str = r#"
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 if not epoch then
   epoch = ARGV[1]
+  redis.call('DEL', KEYS[2], KEYS[3], KEYS[4])
   redis.call('HSET', KEYS[1], 'epoch', epoch, 'seq', 0)
 end
 local seq = redis.call('HGET', KEYS[1], 'seq')
