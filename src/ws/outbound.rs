@@ -321,25 +321,31 @@ impl Outbound {
             if self.q.is_empty() {
                 break;
             }
-            let n = {
-                let mut iov: [IoSlice<'_>; MAX_IOV] = [IoSlice::new(&[]); MAX_IOV];
-                let mut k = 0;
-                for (i, c) in self.q.iter().take(MAX_IOV).enumerate() {
-                    let b = if i == 0 {
-                        &c.bytes[self.offset..]
-                    } else {
-                        &c.bytes[..]
-                    };
-                    iov[k] = IoSlice::new(b);
-                    k += 1;
+            let result = match (self.q.len(), self.q.front()) {
+                // One frame waiting (a dashboard between events): a plain
+                // write, no vector to fill.
+                (1, Some(c)) => w.write(&c.bytes[self.offset..]),
+                _ => {
+                    let mut iov: [IoSlice<'_>; MAX_IOV] = [IoSlice::new(&[]); MAX_IOV];
+                    let mut k = 0;
+                    for (i, c) in self.q.iter().take(MAX_IOV).enumerate() {
+                        let b = if i == 0 {
+                            &c.bytes[self.offset..]
+                        } else {
+                            &c.bytes[..]
+                        };
+                        iov[k] = IoSlice::new(b);
+                        k += 1;
+                    }
+                    w.write_vectored(&iov[..k])
                 }
-                match w.write_vectored(&iov[..k]) {
-                    Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                    Ok(n) => n,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Flushed::Blocked),
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => return Err(e),
-                }
+            };
+            let n = match result {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Flushed::Blocked),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
             };
             self.advance(n, &mut written);
         }
