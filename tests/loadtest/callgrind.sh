@@ -43,7 +43,7 @@ fi
 run() {
   local rate=$1 port
   port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-  valgrind --tool=callgrind --callgrind-out-file="$OUT/cg.$rate" -q \
+  valgrind --tool=callgrind --callgrind-out-file="$OUT/cg.$rate" ${CALLGRIND_ARGS:-} -q \
     "$BIN" --listen "127.0.0.1:$port" --threads "$THREADS" --handshake-timeout 60s \
     --heartbeat-interval 10m "${EXTRA[@]}" 2>"$OUT/server.$rate.log" &
   local pid=$!

@@ -326,6 +326,7 @@ impl Publisher {
         let (key, entry) = hist_entry(ev);
         let stamp = clock::mono_ns();
         if let Some(s) = self.streams.get(id) {
+            let mut nth = 0;
             for (loop_id, refs) in s.loop_refs.iter().enumerate() {
                 if *refs > 0 {
                     self.pending[loop_id].push(Delivery {
@@ -333,9 +334,10 @@ impl Publisher {
                         seq: entry.seq,
                         event_type: entry.event_type.clone(),
                         key: key.clone(),
-                        frame: entry.frame.clone(),
+                        frame: super::frame_for_loop(&entry.frame, nth),
                         stamp,
                     });
+                    nth += 1;
                 }
             }
         }
