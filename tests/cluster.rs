@@ -493,3 +493,73 @@ fn a_stream_whose_counter_was_evicted_starts_a_clean_epoch() {
         snap.push(m);
     }
 }
+
+/// One request of 600 events is numbered in runs of the publish script (256
+/// events at most each): every event arrives once and in order on the other
+/// node, history holds the newest `--history-size`, and each key's last value
+/// is its newest event, with the oldest keys past the cap evicted.
+#[test]
+fn a_large_batch_is_numbered_in_runs_with_history_and_last_values_capped() {
+    let redis = RedisServer::start(Persistence::None);
+    let caps = ["--history-size", "50", "--last-values", "8"];
+    let a = node(&[&redis], &caps);
+    let b = node(&[&redis], &caps);
+    let (mut live, hello) = b.subscribe("/ws/dashboard/runs");
+    let epoch = hello["epoch"].as_str().unwrap().to_string();
+    let batch: Vec<Value> = (0..600u64)
+        .map(|n| {
+            json!({"channel":"dashboard","location_id":"runs","event_type":"KPI",
+                   "key": format!("k{}", n % 20), "data": {"n": n}})
+        })
+        .collect();
+    let (st, body) = a.publish(&Value::Array(batch).to_string());
+    assert_eq!(st, 202, "{body}");
+    let got = {
+        let mut out = Vec::new();
+        while out.len() < 600 {
+            let m = recv_json(&mut live);
+            assert_eq!(m["type"], "event", "{m}");
+            out.push((m["seq"].as_u64().unwrap(), m["data"]["n"].as_u64().unwrap()));
+        }
+        out
+    };
+    let want: Vec<(u64, u64)> = (0..600).map(|n| (n + 1, n)).collect();
+    assert_eq!(got, want);
+
+    // History: the newest 50 only (551..=600), so a resume from 550 is
+    // complete and one from 500 is not.
+    let (mut ws, _) = a.subscribe(&format!("/ws/dashboard/runs?since=550&epoch={epoch}"));
+    for seq in 551..=600u64 {
+        let m = recv_json(&mut ws);
+        assert_eq!(m["seq"].as_u64(), Some(seq), "{m}");
+    }
+    let m = recv_json(&mut ws);
+    assert_eq!(m["type"], "recovered", "{m}");
+    assert_eq!(m["complete"], true, "{m}");
+    let (mut ws, _) = b.subscribe(&format!("/ws/dashboard/runs?since=500&epoch={epoch}"));
+    let rec = loop {
+        let m = recv_json(&mut ws);
+        if m["type"] == "recovered" {
+            break m;
+        }
+    };
+    assert_eq!(rec["complete"], false, "{rec}");
+
+    // Last values: keys k12..k19 (events 592..599) are the newest 8.
+    let (mut ws, hello) = a.subscribe("/ws/dashboard/runs?snapshot=1");
+    assert_eq!(hello["last_seq"], 600);
+    let mut values = Vec::new();
+    loop {
+        let m = recv_json(&mut ws);
+        if m["type"] == "snapshot" {
+            assert_eq!(m["count"], 8, "{m}");
+            break;
+        }
+        values.push((
+            m["key"].as_str().unwrap().to_string(),
+            m["data"]["n"].as_u64().unwrap(),
+        ));
+    }
+    let want: Vec<(String, u64)> = (592..600u64).map(|n| (format!("k{}", n % 20), n)).collect();
+    assert_eq!(values, want);
+}

@@ -178,12 +178,12 @@ pub enum EngineEvent {
         shard: usize,
         channel: String,
     },
-    /// A numbered event on a stream's channel.
-    Event {
+    /// A run of numbered events (one publish script's) on a stream's channel.
+    Events {
         shard: usize,
         channel: Channel,
         location: String,
-        msg: wire::Message,
+        msgs: Vec<wire::Message>,
     },
     /// The answer to [`ShardCmd::Fetch`]; `None` when Redis could not be asked.
     Fetched {

@@ -2,17 +2,23 @@
 //! stream only (declared in `KEYS`, all in one hash slot), so each is atomic
 //! and would run unchanged on Redis Cluster. The key layout is `engine::wire`'s.
 
-/// One stream event, atomically: take or create the stream's epoch (a new
-/// one starts with no history and no last values: what an eviction of the
-/// counter alone left behind belongs to a lost epoch), number the event,
-/// append it to history (capped, with the stream's TTL), make it the last
-/// value of its key (capped per stream), and publish it.
+/// A run of events of one stream, atomically: take or create the stream's
+/// epoch (a new one starts with no history and no last values: what an
+/// eviction of the counter alone left behind belongs to a lost epoch), number
+/// the events, append them to history (capped, with the stream's TTL), make
+/// each the last value of its key (capped per stream), and publish them as
+/// one message. One call for a run rather than one per event: the script's
+/// fixed cost (its call, its arguments, the TTLs, the trim) is paid once, and
+/// Redis's one thread is what bounds a cluster's publish rate.
 ///
 /// KEYS: meta, hist, last, order.
-/// ARGV: 1 epoch to create when there is none, 2 JSON before the seq, 3 JSON
-/// after it, 4 event type, 5 key as published (may be empty), 6 history size,
-/// 7 last values per stream, 8 TTL in ms, 9 the events channel.
-/// Returns `{epoch, seq}`.
+/// ARGV: 1 epoch to create when there is none, 2 history size, 3 last values
+/// per stream, 4 TTL in ms, 5 the events channel, then four per event: JSON
+/// before the seq, JSON after it, event type, key as published (may be empty).
+/// Returns `{epoch, seq of the last event}`.
+///
+/// The message is `epoch \n`, then per event its stored form prefixed by its
+/// length in bytes and `\n` (`engine::wire::parse_message`).
 pub const PUBLISH: &str = r#"
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 if not epoch then
@@ -20,30 +26,60 @@ if not epoch then
   redis.call('DEL', KEYS[2], KEYS[3], KEYS[4])
   redis.call('HSET', KEYS[1], 'epoch', epoch, 'seq', 0)
 end
-local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
-local json = ARGV[2] .. seq .. ARGV[3]
-local stored = seq .. '\n' .. ARGV[4] .. '\n' .. ARGV[5] .. '\n' .. json
-local hist = tonumber(ARGV[6])
+local n = (#ARGV - 5) / 4
+if n < 1 or n ~= math.floor(n) then
+  return redis.error_reply('ERR bistream publish: bad argument count')
+end
+local last = redis.call('HINCRBY', KEYS[1], 'seq', n)
+local first = last - n + 1
+local hist = tonumber(ARGV[2])
+local cap = tonumber(ARGV[3])
+local stored = {}
+local msg = {epoch, '\n'}
+-- Only a key's last event in the run becomes its last value: one field
+-- and one score per key, however often the run repeats it.
+local slot = {}
+local fields = {}
+local scores = {}
+for i = 0, n - 1 do
+  local a = 6 + i * 4
+  local seq = first + i
+  local s = seq .. '\n' .. ARGV[a + 2] .. '\n' .. ARGV[a + 3] .. '\n' .. ARGV[a] .. seq .. ARGV[a + 1]
+  stored[i + 1] = s
+  msg[#msg + 1] = #s .. '\n'
+  msg[#msg + 1] = s
+  if cap > 0 then
+    local key = ARGV[a + 3]
+    if key == '' then key = ARGV[a + 2] end
+    local k = slot[key]
+    if not k then
+      k = #fields + 1
+      slot[key] = k
+      fields[k] = key
+      scores[k + 1] = key
+    end
+    fields[k + 1] = s
+    scores[k] = seq
+  end
+end
 if hist > 0 then
-  redis.call('RPUSH', KEYS[2], stored)
+  local from = math.max(1, n - hist + 1)
+  redis.call('RPUSH', KEYS[2], unpack(stored, from, n))
   redis.call('LTRIM', KEYS[2], -hist, -1)
 end
-local cap = tonumber(ARGV[7])
 if cap > 0 then
-  local key = ARGV[5]
-  if key == '' then key = ARGV[4] end
-  redis.call('HSET', KEYS[3], key, stored)
-  redis.call('ZADD', KEYS[4], seq, key)
-  local n = redis.call('ZCARD', KEYS[4])
-  if n > cap then
-    local old = redis.call('ZPOPMIN', KEYS[4], n - cap)
+  redis.call('HSET', KEYS[3], unpack(fields))
+  redis.call('ZADD', KEYS[4], unpack(scores))
+  local count = redis.call('ZCARD', KEYS[4])
+  if count > cap then
+    local old = redis.call('ZPOPMIN', KEYS[4], count - cap)
     for i = 1, #old, 2 do redis.call('HDEL', KEYS[3], old[i]) end
   end
 end
-local ttl = tonumber(ARGV[8])
+local ttl = tonumber(ARGV[4])
 for i = 1, 4 do redis.call('PEXPIRE', KEYS[i], ttl) end
-redis.call('PUBLISH', ARGV[9], seq .. '\n' .. epoch .. '\n' .. ARGV[4] .. '\n' .. ARGV[5] .. '\n' .. json)
-return {epoch, seq}
+redis.call('PUBLISH', ARGV[5], table.concat(msg))
+return {epoch, last}
 "#;
 
 /// A stream's whole state, creating its epoch if no node has yet (empty, as

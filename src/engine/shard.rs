@@ -100,9 +100,22 @@ pub(super) fn spawn(
         .map(|_| ())
 }
 
+/// Events of one stream taken into one call of the publish script.
+const MAX_RUN: usize = 256;
+
+/// A stream's events for one publish script call.
+struct Run {
+    keys: StreamKeys,
+    /// Four per event, as the script takes them.
+    args: Vec<Vec<u8>>,
+    /// The jobs these events came from, each once.
+    jobs: Vec<usize>,
+}
+
 /// What one pipelined command answers for.
 enum Slot {
-    Event(usize),
+    /// A publish script call, for these jobs.
+    Events(Vec<usize>),
     Fetch(StreamId),
     Ignore,
 }
@@ -269,6 +282,11 @@ impl Worker {
         pipe.ignore_errors();
         let mut slots: Vec<Slot> = Vec::new();
         let ttl = self.ttl_ms();
+        // One script call per run of a stream's events, in the order they
+        // came (which is every stream's order); a failed call fails every
+        // job with an event in it.
+        let mut runs: Vec<Run> = Vec::new();
+        let mut open: HashMap<(Channel, &str), usize> = HashMap::new();
         for (j, job) in jobs.iter().enumerate() {
             for ev in &job.events {
                 let locations: Vec<&str> = match &ev.location {
@@ -279,7 +297,19 @@ impl Worker {
                         .unwrap_or_default(),
                 };
                 for location in locations {
-                    let keys = StreamKeys::new(ev.channel, location);
+                    let at = match open.get(&(ev.channel, location)) {
+                        Some(&r) if runs[r].args.len() < MAX_RUN * 4 => r,
+                        _ => {
+                            runs.push(Run {
+                                keys: StreamKeys::new(ev.channel, location),
+                                args: Vec::new(),
+                                jobs: Vec::new(),
+                            });
+                            open.insert((ev.channel, location), runs.len() - 1);
+                            runs.len() - 1
+                        }
+                    };
+                    let run = &mut runs[at];
                     let e = &ev.event;
                     let (prefix, suffix) = json_around_seq(&EventParts {
                         channel: ev.channel,
@@ -290,23 +320,30 @@ impl Worker {
                         published_at_ms: job.published_at,
                         data: &e.data,
                     });
-                    let epoch = self.new_epoch();
-                    pipe.cmd("EVALSHA")
-                        .arg(self.scripts.publish.get_hash())
-                        .arg(4)
-                        .arg(&keys.keys()[..])
-                        .arg(epoch)
-                        .arg(prefix)
-                        .arg(suffix)
-                        .arg(&*e.event_type)
-                        .arg(e.key.as_deref().unwrap_or(""))
-                        .arg(self.settings.history_size)
-                        .arg(self.settings.last_values)
-                        .arg(ttl)
-                        .arg(&keys.events);
-                    slots.push(Slot::Event(j));
+                    run.args.push(prefix);
+                    run.args.push(suffix);
+                    run.args.push(e.event_type.as_bytes().to_vec());
+                    run.args
+                        .push(e.key.as_deref().unwrap_or("").as_bytes().to_vec());
+                    if run.jobs.last() != Some(&j) {
+                        run.jobs.push(j);
+                    }
                 }
             }
+        }
+        for run in runs {
+            let epoch = self.new_epoch();
+            pipe.cmd("EVALSHA")
+                .arg(self.scripts.publish.get_hash())
+                .arg(4)
+                .arg(&run.keys.keys()[..])
+                .arg(epoch)
+                .arg(self.settings.history_size)
+                .arg(self.settings.last_values)
+                .arg(ttl)
+                .arg(&run.keys.events)
+                .arg(run.args);
+            slots.push(Slot::Events(run.jobs));
         }
         for (stream, channel, location, rotate_from) in &fetches {
             let keys = StreamKeys::new(*channel, location);
@@ -351,12 +388,14 @@ impl Worker {
         let mut lost_scripts = None;
         for (slot, reply) in slots.iter().zip(replies) {
             match slot {
-                Slot::Event(j) => {
+                Slot::Events(js) => {
                     if let Err(e) = &reply {
                         if e.code() == Some("NOSCRIPT") {
                             lost_scripts = Some(e.clone());
                         }
-                        ok[*j] = false;
+                        for j in js {
+                            ok[*j] = false;
+                        }
                     }
                 }
                 Slot::Fetch(stream) => {

@@ -225,11 +225,11 @@ impl Worker {
                         continue;
                     };
                     match wire::parse_message(msg.get_payload_bytes()) {
-                        Ok(m) => self.tell(EngineEvent::Event {
+                        Ok(msgs) => self.tell(EngineEvent::Events {
                             shard: self.index,
                             channel: ch,
                             location: location.to_string(),
-                            msg: m,
+                            msgs,
                         }),
                         Err(e) => log::warn!("engine: unreadable message on {location}: {e}"),
                     }

@@ -97,7 +97,7 @@ impl Stored {
     }
 }
 
-/// A stored event with the epoch it was numbered in: what the channel carries.
+/// A stored event with the epoch it was numbered in.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {
     pub epoch: String,
@@ -148,23 +148,41 @@ pub fn parse_stored(b: &[u8]) -> Result<Stored, WireError> {
     })
 }
 
-/// `seq \n epoch \n event_type \n key \n json`.
-pub fn parse_message(b: &[u8]) -> Result<Message, WireError> {
-    let mut it = b.splitn(5, |&c| c == b'\n');
-    let seq = seq(field(&mut it)?)?;
-    let epoch = text(field(&mut it)?)?;
-    let event_type = text(field(&mut it)?)?;
-    let key = text(field(&mut it)?)?;
-    field(&mut it)?;
-    Ok(Message {
-        epoch,
-        event: Stored {
-            seq,
-            event_type,
-            key: (!key.is_empty()).then_some(key),
-            json: rest(b, 4)?,
-        },
-    })
+/// `epoch \n`, then per event `length \n stored` (the stored form as
+/// [`parse_stored`] reads it, `length` its size in bytes): the message the
+/// publish script sends for a run of events of one stream.
+pub fn parse_message(b: &[u8]) -> Result<Vec<Message>, WireError> {
+    let (epoch, mut at) = line(b, 0)?;
+    let epoch = text(epoch)?;
+    let mut events = Vec::new();
+    while at < b.len() {
+        let (len, next) = line(b, at)?;
+        let len: usize = std::str::from_utf8(len)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .ok_or(WireError::Fields)?;
+        let end = next.checked_add(len).ok_or(WireError::Fields)?;
+        let one = b.get(next..end).ok_or(WireError::Fields)?;
+        events.push(Message {
+            epoch: epoch.clone(),
+            event: parse_stored(one)?,
+        });
+        at = end;
+    }
+    if events.is_empty() {
+        return Err(WireError::Fields);
+    }
+    Ok(events)
+}
+
+/// The bytes from `at` to the next `\n`, and where the line after it starts.
+fn line(b: &[u8], at: usize) -> Result<(&[u8], usize), WireError> {
+    let rest = b.get(at..).ok_or(WireError::Fields)?;
+    let nl = rest
+        .iter()
+        .position(|&c| c == b'\n')
+        .ok_or(WireError::Fields)?;
+    Ok((&rest[..nl], at + nl + 1))
 }
 
 /// FNV-1a, 64 bits: a hash every node computes the same way whatever it was
@@ -234,15 +252,30 @@ mod tests {
         assert_eq!(s.key, None);
         assert_eq!(s.effective_key(), "REVENUE");
         assert_eq!(&s.json[..], b"{\"a\":\"x\\ny\"}");
-        let m = parse_message(b"7\nep-1\nE\nk1\n{}\n").unwrap();
-        assert_eq!(m.epoch, "ep-1");
-        assert_eq!(m.event.seq, 7);
-        assert_eq!(m.event.key.as_deref(), Some("k1"));
-        assert_eq!(&m.event.json[..], b"{}\n");
+        // Two events; the first's JSON holds a newline, which the length
+        // prefix carries past.
+        let m = parse_message(b"ep-1\n10\n7\nE\nk1\n{\n}7\n8\nF\n\n{}").unwrap();
+        assert_eq!(m.len(), 2);
+        assert!(m.iter().all(|m| m.epoch == "ep-1"));
+        assert_eq!(m[0].event.seq, 7);
+        assert_eq!(m[0].event.key.as_deref(), Some("k1"));
+        assert_eq!(&m[0].event.json[..], b"{\n}");
+        assert_eq!(m[1].event.seq, 8);
+        assert_eq!(m[1].event.effective_key(), "F");
+        assert_eq!(&m[1].event.json[..], b"{}");
         for bad in [&b""[..], b"x\nE\n\n{}", b"1\nE", b"1\n\xff\n\n{}"] {
             assert!(parse_stored(bad).is_err(), "{bad:?}");
         }
-        assert!(parse_message(b"1\ne\nE\n").is_err());
+        for bad in [
+            &b"ep\n"[..],
+            b"ep",
+            b"ep\n99\n1\nE\n\n{}",
+            b"ep\nx\n1\nE\n\n{}",
+            b"ep\n7\n1\nE\n\n{}8",
+            b"ep\n18446744073709551615\n1\nE\n\n{}",
+        ] {
+            assert!(parse_message(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

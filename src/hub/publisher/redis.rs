@@ -176,14 +176,16 @@ impl Publisher {
                     self.refetch(id, None);
                 }
             }
-            EngineEvent::Event {
+            EngineEvent::Events {
                 channel,
                 location,
-                msg,
+                msgs,
                 ..
             } => {
                 if let Some(id) = self.streams.find(channel, &location) {
-                    self.on_event(id, msg);
+                    for msg in msgs {
+                        self.on_event(id, msg);
+                    }
                 }
             }
             EngineEvent::Fetched { stream, state } => self.on_fetched(stream, state),
