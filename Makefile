@@ -6,7 +6,7 @@ BIN := target/release/bistream
 VENV := target/venv
 PYTHON := $(VENV)/bin/python
 
-.PHONY: all build run test unit lint fmt bench loadtest loadtest-smoke soak soak-ci compare autobahn fuzz nginx-test proxy-test dist clean venv standalone js-test console console-check
+.PHONY: all build run test unit lint fmt bench loadtest loadtest-smoke soak soak-ci compare engines autobahn fuzz nginx-test proxy-test dist clean venv standalone js-test console console-check
 
 all: build
 
@@ -81,6 +81,12 @@ soak-ci: build
 ## for every run, medians of 3 (server on CPU 0, client on CPU 1). docs/loadtest.md.
 compare: build
 	target/release/bistream-loadtest compare --runs 3
+
+## The memory engine against the Redis engine (its own redis-server, installed
+## when missing), alternately, medians of 3 (docs/performance.md). Not in CI.
+engines: build
+	bash tests/setup/ensure-apt.sh redis-server:redis-server redis-tools:redis-cli
+	python3 tests/loadtest/engines.py --runs 3
 
 ## bistream behind the real nginx (Debian package, installed when missing), both
 ## upstream kinds (docs/nginx.md); then two nodes on one Redis (redis-server,
