@@ -171,6 +171,31 @@ impl Health {
     }
 }
 
+/// The first wait before a lost Redis connection is made again; doubled
+/// after each failed attempt up to [`BACKOFF_MAX`].
+pub(super) const BACKOFF_MIN: std::time::Duration = std::time::Duration::from_millis(100);
+pub(super) const BACKOFF_MAX: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Waits out one reconnect backoff of a Redis thread, handing each message
+/// that comes meanwhile to `offline` (nothing waits on a dead link). Returns
+/// the next backoff, or `None` when the senders are gone: the node is
+/// shutting down.
+pub(super) fn wait_backoff<T>(
+    rx: &crossbeam_channel::Receiver<T>,
+    backoff: std::time::Duration,
+    mut offline: impl FnMut(T),
+) -> Option<std::time::Duration> {
+    use crossbeam_channel::RecvTimeoutError;
+    let until = std::time::Instant::now() + backoff;
+    loop {
+        match rx.recv_timeout(until.saturating_duration_since(std::time::Instant::now())) {
+            Ok(msg) => offline(msg),
+            Err(RecvTimeoutError::Timeout) => return Some((backoff * 2).min(BACKOFF_MAX)),
+            Err(RecvTimeoutError::Disconnected) => return None,
+        }
+    }
+}
+
 /// What a node's engine tells its publisher.
 pub enum EngineEvent {
     /// The subscription to a stream's channel is in place: its state can be fetched.

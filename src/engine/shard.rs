@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use redis::{Connection, Value};
@@ -19,7 +19,8 @@ use crate::channel::Channel;
 use crate::clock;
 use crate::engine::wire::{self, StreamKeys};
 use crate::engine::{
-    redact, scripts, EngineEvent, Fetched, Health, PublishJob, RedisSettings, ShardStatus,
+    redact, scripts, wait_backoff, EngineEvent, Fetched, Health, PublishJob, RedisSettings,
+    ShardStatus, BACKOFF_MIN,
 };
 use crate::http::publish::LocationSel;
 use crate::hub::channels::{PublisherHandle, ToPublisher};
@@ -28,8 +29,6 @@ use crate::metrics::Metrics;
 
 /// Jobs taken into one pipeline.
 const BATCH: usize = 512;
-const BACKOFF_MIN: Duration = Duration::from_millis(100);
-const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 /// Messages to a shard's command thread.
 pub enum ShardCmd {
@@ -146,18 +145,10 @@ impl Worker {
                 ),
             }
             // Down: answer everything at once, until it is time to try again.
-            let until = Instant::now() + backoff;
-            loop {
-                match self
-                    .rx
-                    .recv_timeout(until.saturating_duration_since(Instant::now()))
-                {
-                    Ok(cmd) => self.refuse(cmd),
-                    Err(RecvTimeoutError::Timeout) => break,
-                    Err(RecvTimeoutError::Disconnected) => return,
-                }
+            match wait_backoff(&self.rx, backoff, |cmd| self.refuse(cmd)) {
+                Some(next) => backoff = next,
+                None => return,
             }
-            backoff = (backoff * 2).min(BACKOFF_MAX);
         }
     }
 

@@ -14,18 +14,18 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
+use crossbeam_channel::{Receiver, TryRecvError};
 
 use crate::engine::wire;
-use crate::engine::{redact, EngineEvent, Health, RedisSettings, ShardStatus};
+use crate::engine::{
+    redact, wait_backoff, EngineEvent, Health, RedisSettings, ShardStatus, BACKOFF_MIN,
+};
 use crate::hub::channels::{PublisherHandle, ToPublisher};
 use crate::metrics::Metrics;
 
 /// How long one wait for a message lasts before subscription changes are
 /// looked at: the most a first subscriber waits for its channel.
 const POLL: Duration = Duration::from_millis(20);
-const BACKOFF_MIN: Duration = Duration::from_millis(100);
-const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 /// Messages to a shard's subscriber thread.
 pub enum SubCmd {
@@ -94,18 +94,11 @@ impl Worker {
                 ),
             }
             // Changes made while down are kept for the next session.
-            let until = Instant::now() + backoff;
-            loop {
-                match self
-                    .rx
-                    .recv_timeout(until.saturating_duration_since(Instant::now()))
-                {
-                    Ok(cmd) => self.apply_offline(cmd),
-                    Err(RecvTimeoutError::Timeout) => break,
-                    Err(RecvTimeoutError::Disconnected) => return,
-                }
+            let rx = self.rx.clone();
+            match wait_backoff(&rx, backoff, |cmd| self.apply_offline(cmd)) {
+                Some(next) => backoff = next,
+                None => return,
             }
-            backoff = (backoff * 2).min(BACKOFF_MAX);
         }
     }
 
