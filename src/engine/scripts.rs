@@ -17,8 +17,11 @@
 /// before the seq, JSON after it, event type, key as published (may be empty).
 /// Returns `{epoch, seq of the last event}`.
 ///
-/// The message is `epoch \n`, then per event its stored form prefixed by its
-/// length in bytes and `\n` (`engine::wire::parse_message`).
+/// The message is the epoch, then each event's stored form, separated by
+/// `\x1e` (a byte that valid JSON, event types and keys never hold raw;
+/// `engine::wire::parse_message`). Redis's Lua hashes every byte of every
+/// string it makes, and formats numbers with `%.14g`: so each seq is
+/// formatted once, as an integer, and each event's bytes are built once.
 pub const PUBLISH: &str = r#"
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 if not epoch then
@@ -34,8 +37,9 @@ local last = redis.call('HINCRBY', KEYS[1], 'seq', n)
 local first = last - n + 1
 local hist = tonumber(ARGV[2])
 local cap = tonumber(ARGV[3])
-local stored = {}
-local msg = {epoch, '\n'}
+local fmt = string.format
+-- msg[1] is the epoch, msg[i + 1] the i-th event's stored form.
+local msg = {epoch}
 -- Only a key's last event in the run becomes its last value: one field
 -- and one score per key, however often the run repeats it.
 local slot = {}
@@ -43,11 +47,9 @@ local fields = {}
 local scores = {}
 for i = 0, n - 1 do
   local a = 6 + i * 4
-  local seq = first + i
+  local seq = fmt('%d', first + i)
   local s = seq .. '\n' .. ARGV[a + 2] .. '\n' .. ARGV[a + 3] .. '\n' .. ARGV[a] .. seq .. ARGV[a + 1]
-  stored[i + 1] = s
-  msg[#msg + 1] = #s .. '\n'
-  msg[#msg + 1] = s
+  msg[i + 2] = s
   if cap > 0 then
     local key = ARGV[a + 3]
     if key == '' then key = ARGV[a + 2] end
@@ -64,7 +66,7 @@ for i = 0, n - 1 do
 end
 if hist > 0 then
   local from = math.max(1, n - hist + 1)
-  redis.call('RPUSH', KEYS[2], unpack(stored, from, n))
+  redis.call('RPUSH', KEYS[2], unpack(msg, from + 1, n + 1))
   redis.call('LTRIM', KEYS[2], -hist, -1)
 end
 if cap > 0 then
@@ -76,9 +78,9 @@ if cap > 0 then
     for i = 1, #old, 2 do redis.call('HDEL', KEYS[3], old[i]) end
   end
 end
-local ttl = tonumber(ARGV[4])
+local ttl = ARGV[4]
 for i = 1, 4 do redis.call('PEXPIRE', KEYS[i], ttl) end
-redis.call('PUBLISH', ARGV[5], table.concat(msg))
+redis.call('PUBLISH', ARGV[5], table.concat(msg, '\30'))
 return {epoch, last}
 "#;
 

@@ -148,41 +148,27 @@ pub fn parse_stored(b: &[u8]) -> Result<Stored, WireError> {
     })
 }
 
-/// `epoch \n`, then per event `length \n stored` (the stored form as
-/// [`parse_stored`] reads it, `length` its size in bytes): the message the
-/// publish script sends for a run of events of one stream.
+/// Separates the epoch and the events of a published message: a byte that
+/// valid JSON never holds raw, nor event types, keys or epochs.
+pub const RECORD_SEPARATOR: u8 = 0x1e;
+
+/// The epoch, then each event's stored form (as [`parse_stored`] reads it),
+/// separated by [`RECORD_SEPARATOR`]: the message the publish script sends
+/// for a run of events of one stream.
 pub fn parse_message(b: &[u8]) -> Result<Vec<Message>, WireError> {
-    let (epoch, mut at) = line(b, 0)?;
-    let epoch = text(epoch)?;
+    let mut parts = b.split(|&c| c == RECORD_SEPARATOR);
+    let epoch = text(parts.next().ok_or(WireError::Fields)?)?;
     let mut events = Vec::new();
-    while at < b.len() {
-        let (len, next) = line(b, at)?;
-        let len: usize = std::str::from_utf8(len)
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .ok_or(WireError::Fields)?;
-        let end = next.checked_add(len).ok_or(WireError::Fields)?;
-        let one = b.get(next..end).ok_or(WireError::Fields)?;
+    for one in parts {
         events.push(Message {
             epoch: epoch.clone(),
             event: parse_stored(one)?,
         });
-        at = end;
     }
     if events.is_empty() {
         return Err(WireError::Fields);
     }
     Ok(events)
-}
-
-/// The bytes from `at` to the next `\n`, and where the line after it starts.
-fn line(b: &[u8], at: usize) -> Result<(&[u8], usize), WireError> {
-    let rest = b.get(at..).ok_or(WireError::Fields)?;
-    let nl = rest
-        .iter()
-        .position(|&c| c == b'\n')
-        .ok_or(WireError::Fields)?;
-    Ok((&rest[..nl], at + nl + 1))
 }
 
 /// FNV-1a, 64 bits: a hash every node computes the same way whatever it was
@@ -252,9 +238,8 @@ mod tests {
         assert_eq!(s.key, None);
         assert_eq!(s.effective_key(), "REVENUE");
         assert_eq!(&s.json[..], b"{\"a\":\"x\\ny\"}");
-        // Two events; the first's JSON holds a newline, which the length
-        // prefix carries past.
-        let m = parse_message(b"ep-1\n10\n7\nE\nk1\n{\n}7\n8\nF\n\n{}").unwrap();
+        // Two events; the first's JSON holds a newline.
+        let m = parse_message(b"ep-1\x1e7\nE\nk1\n{\n}\x1e8\nF\n\n{}").unwrap();
         assert_eq!(m.len(), 2);
         assert!(m.iter().all(|m| m.epoch == "ep-1"));
         assert_eq!(m[0].event.seq, 7);
@@ -267,12 +252,11 @@ mod tests {
             assert!(parse_stored(bad).is_err(), "{bad:?}");
         }
         for bad in [
-            &b"ep\n"[..],
-            b"ep",
-            b"ep\n99\n1\nE\n\n{}",
-            b"ep\nx\n1\nE\n\n{}",
-            b"ep\n7\n1\nE\n\n{}8",
-            b"ep\n18446744073709551615\n1\nE\n\n{}",
+            &b"ep"[..],
+            b"ep\x1e",
+            b"ep\x1e1\nE\n\n{}\x1e",
+            b"ep\x1ex\nE\n\n{}",
+            b"\xff\x1e1\nE\n\n{}",
         ] {
             assert!(parse_message(bad).is_err(), "{bad:?}");
         }
