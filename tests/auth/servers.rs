@@ -124,9 +124,12 @@ pub fn run(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String, String)
     (out.status.code(), text(&out.stdout), text(&out.stderr))
 }
 
-/// A file under this run's temporary directory holding `contents`.
+/// A file holding `contents`, in a folder of this run under the target
+/// directory (cargo's `CARGO_TARGET_TMPDIR`), so that nothing is left in the
+/// system's temporary directory and `cargo clean` takes it away.
 pub fn temp_file(name: &str, contents: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("bistream-auth-{}", std::process::id()));
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("bistream-auth-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let p = dir.join(name);
     std::fs::write(&p, contents).unwrap();
