@@ -58,6 +58,9 @@ pub(crate) struct EventLoop {
     next_gen: u32,
     accept_paused_until: Option<Tick>,
     accept_error_logged: bool,
+    /// In a drain, this loop's connections have all closed (counted off
+    /// `Shared::loops_busy` once).
+    drained: bool,
     /// Reused list of connections found slow during a fan-out.
     slow: Vec<usize>,
     /// After a hand-over: when each client gets its 1012 (`retire`).
@@ -93,6 +96,7 @@ impl EventLoop {
             scratch: vec![0; SCRATCH],
             next_gen: 0,
             accept_paused_until: None,
+            drained: false,
             accept_error_logged: false,
             slow: Vec::new(),
             retirement: None,
@@ -148,7 +152,7 @@ impl EventLoop {
             }
             self.cx.lm.flush(&self.cx.shared.metrics);
             if let Some(deadline) = self.cx.draining {
-                if self.conns.is_empty() || self.cx.now >= deadline {
+                if self.cx.now >= deadline || self.drain_done() {
                     break;
                 }
             }
@@ -158,6 +162,21 @@ impl EventLoop {
             self.remove(k);
         }
         self.cx.lm.flush(&self.cx.shared.metrics);
+    }
+
+    /// This loop may end its drain: its own connections have closed, and so
+    /// have every other loop's (until then it goes on answering on its
+    /// listener; see `Shared::loops_busy`).
+    fn drain_done(&mut self) -> bool {
+        if !self.conns.is_empty() {
+            return false;
+        }
+        let busy = &self.cx.shared.loops_busy;
+        if !self.drained {
+            self.drained = true;
+            busy.fetch_sub(1, Ordering::AcqRel);
+        }
+        busy.load(Ordering::Acquire) == 0
     }
 
     fn poll_timeout(&self) -> Duration {
@@ -177,6 +196,11 @@ impl EventLoop {
         }
         if self.cx.has_pending_ctrl() {
             t = t.min(Duration::from_millis(5));
+        }
+        if self.drained {
+            // Waiting for the other loops to finish their drain: look again
+            // soon (they do not wake this one).
+            t = t.min(Duration::from_millis(20));
         }
         t
     }

@@ -77,6 +77,11 @@ pub struct Shared {
     /// Set while a hand-over fences and exports (docs/protocol.md §11):
     /// publishes get 503 `restarting`. Cleared again if the hand-over fails.
     pub(crate) handing_over: AtomicBool,
+    /// Event loops whose connections have not all closed in a drain. A loop
+    /// that is done keeps its listener and answers on it (503 while
+    /// draining) until every loop is: with `SO_REUSEPORT`, closing a listener
+    /// early resets the connections the kernel has queued on it.
+    pub(crate) loops_busy: AtomicUsize,
 }
 
 impl Shared {
@@ -204,6 +209,7 @@ pub fn prepare(
         engine: engine.clone(),
         stats: crate::console::StatsWindow::new(&metrics),
         handing_over: AtomicBool::new(false),
+        loops_busy: AtomicUsize::new(parts.len()),
         config,
     });
     let mut loops = Vec::new();
