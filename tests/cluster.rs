@@ -514,15 +514,7 @@ fn a_large_batch_is_numbered_in_runs_with_history_and_last_values_capped() {
         .collect();
     let (st, body) = a.publish(&Value::Array(batch).to_string());
     assert_eq!(st, 202, "{body}");
-    let got = {
-        let mut out = Vec::new();
-        while out.len() < 600 {
-            let m = recv_json(&mut live);
-            assert_eq!(m["type"], "event", "{m}");
-            out.push((m["seq"].as_u64().unwrap(), m["data"]["n"].as_u64().unwrap()));
-        }
-        out
-    };
+    let got = read_events(&mut live, 600);
     let want: Vec<(u64, u64)> = (0..600).map(|n| (n + 1, n)).collect();
     assert_eq!(got, want);
 
