@@ -268,10 +268,16 @@ impl Handover {
         } else {
             0
         };
-        // The point of no return: once the new process has this, it serves.
-        wire::write(&mut ours, &Msg::Commit { flags }, deadline)
-            .map_err(|e| step("sending Commit", e))?;
+        // systemd must hear MAINPID before the new process's READY=1 (with
+        // NotifyAccess=main it drops a READY from a pid that is not yet the
+        // main one). The new process says READY only after it reads Commit,
+        // so naming it first orders the two datagrams.
         sd_notify::tell(&format!("MAINPID={pid}"));
+        // The point of no return: once the new process has this, it serves.
+        if let Err(e) = wire::write(&mut ours, &Msg::Commit { flags }, deadline) {
+            sd_notify::tell(&format!("MAINPID={}", std::process::id()));
+            return Err(step("sending Commit", e));
+        }
         Ok(pid)
     }
 
