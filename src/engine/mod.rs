@@ -22,6 +22,7 @@
 
 pub mod scripts;
 mod shard;
+mod transaction;
 mod subscriber;
 pub mod wire;
 

@@ -125,3 +125,29 @@ local ttl = tonumber(ARGV[3])
 for i = 1, 4 do redis.call('PEXPIRE', KEYS[i], ttl) end
 return {epoch, seq, hist, last}
 "#;
+
+/// The part of publishing that needs a condition, inside the transaction of
+/// `engine::transaction` (after its `RPUSH`, `HSET` and `ZADD`): set the
+/// counter, trim history to its size and last values to their cap, renew the
+/// TTLs. It takes no event bytes: building Lua strings from those is what
+/// that transaction avoids. Sent with `EVAL`, never `EVALSHA`: a `NOSCRIPT`
+/// inside `EXEC` would fail this command alone and let the others apply.
+///
+/// KEYS: meta, hist, last, order.
+/// ARGV: 1 epoch, 2 seq of the last event, 3 history size, 4 last values
+/// per stream, 5 TTL in ms.
+pub const TAIL: &str = r#"
+redis.call('HSET', KEYS[1], 'epoch', ARGV[1], 'seq', ARGV[2])
+local hist = tonumber(ARGV[3])
+if hist > 0 then redis.call('LTRIM', KEYS[2], -hist, -1) end
+local cap = tonumber(ARGV[4])
+if cap > 0 then
+  local count = redis.call('ZCARD', KEYS[4])
+  if count > cap then
+    local old = redis.call('ZPOPMIN', KEYS[4], count - cap)
+    for i = 1, #old, 2 do redis.call('HDEL', KEYS[3], old[i]) end
+  end
+end
+for i = 1, 4 do redis.call('PEXPIRE', KEYS[i], ARGV[5]) end
+return 1
+"#;

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
+use bytes::Bytes;
 use redis::{Connection, Value};
 
 use crate::channel::Channel;
@@ -24,11 +25,17 @@ use crate::engine::{
 };
 use crate::http::publish::LocationSel;
 use crate::hub::channels::{PublisherHandle, ToPublisher};
+use crate::engine::transaction::{
+    self, Limits, Outcome, Pending, StreamEvents, MAX_RUN,
+};
 use crate::hub::event::{json_around_seq, EventParts, StreamId};
 use crate::metrics::Metrics;
 
 /// Jobs taken into one pipeline.
 const BATCH: usize = 512;
+/// Events taken into one batch (the job that crosses it included): one
+/// transaction, which Redis runs without serving anyone else meanwhile.
+const BATCH_EVENTS: usize = 4096;
 
 /// Messages to a shard's command thread.
 pub enum ShardCmd {
@@ -44,6 +51,15 @@ pub enum ShardCmd {
     /// The streams this node has subscribers on: keep them alive in Redis and
     /// in the live sets that `location_id: "*"` reads.
     Refresh(Vec<(Channel, Arc<str>)>),
+}
+
+impl ShardCmd {
+    fn events(&self) -> usize {
+        match self {
+            ShardCmd::Publish(j) => j.events.len(),
+            _ => 0,
+        }
+    }
 }
 
 struct Scripts {
@@ -64,6 +80,10 @@ struct Worker {
     scripts: Scripts,
     epochs: u64,
     refresh: Vec<(Channel, Arc<str>)>,
+    /// Batches left to publish by script after the transaction lost a race.
+    cas_skip: u32,
+    /// How many it was last time: doubles with each loss in a row.
+    cas_penalty: u32,
 }
 
 pub(super) fn spawn(
@@ -92,31 +112,13 @@ pub(super) fn spawn(
         },
         epochs: 0,
         refresh: Vec::new(),
+        cas_skip: 0,
+        cas_penalty: 0,
     };
     std::thread::Builder::new()
         .name(format!("bistream-redis-{index}"))
         .spawn(move || w.run())
         .map(|_| ())
-}
-
-/// Events of one stream taken into one call of the publish script.
-const MAX_RUN: usize = 256;
-
-/// A stream's events for one publish script call.
-struct Run {
-    keys: StreamKeys,
-    /// Four per event, as the script takes them.
-    args: Vec<Vec<u8>>,
-    /// The jobs these events came from, each once.
-    jobs: Vec<usize>,
-}
-
-/// What one pipelined command answers for.
-enum Slot {
-    /// A publish script call, for these jobs.
-    Events(Vec<usize>),
-    Fetch(StreamId),
-    Ignore,
 }
 
 impl Worker {
@@ -202,9 +204,13 @@ impl Worker {
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return None,
             }
-            while batch.len() < BATCH {
+            let mut events = batch.iter().map(ShardCmd::events).sum::<usize>();
+            while batch.len() < BATCH && events < BATCH_EVENTS {
                 match self.rx.try_recv() {
-                    Ok(cmd) => batch.push(cmd),
+                    Ok(cmd) => {
+                        events += cmd.events();
+                        batch.push(cmd);
+                    }
                     Err(_) => break,
                 }
             }
@@ -241,7 +247,19 @@ impl Worker {
         self.settings.ttl.as_millis() as u64
     }
 
-    /// One round trip for the `*` lookups the batch needs, one for the rest.
+    /// The limits the publishing node applies to a stream in Redis.
+    fn limits(&self) -> Limits {
+        Limits {
+            history_size: self.settings.history_size,
+            last_values: self.settings.last_values,
+            ttl_ms: self.ttl_ms(),
+        }
+    }
+
+    /// One round trip for the `*` lookups the batch needs (if any); one for
+    /// fetches, renewals, the probe and the streams' counters; one for the
+    /// transaction that publishes; and, if that lost a race, one through the
+    /// publish script.
     fn run_batch(
         &mut self,
         con: &mut Connection,
@@ -269,74 +287,207 @@ impl Worker {
                 return Err(e);
             }
         };
+        let streams = group_by_stream(&jobs, &live);
+        let fast = !streams.is_empty() && self.try_transaction();
+
         let mut pipe = redis::pipe();
         pipe.ignore_errors();
-        let mut slots: Vec<Slot> = Vec::new();
-        let ttl = self.ttl_ms();
-        // One script call per run of a stream's events, in the order they
-        // came (which is every stream's order); a failed call fails every
-        // job with an event in it.
-        let mut runs: Vec<Run> = Vec::new();
-        let mut open: HashMap<(Channel, &str), usize> = HashMap::new();
-        for (j, job) in jobs.iter().enumerate() {
-            for ev in &job.events {
-                let locations: Vec<&str> = match &ev.location {
-                    LocationSel::One(l) => vec![&**l],
-                    LocationSel::All => live
-                        .get(&ev.channel)
-                        .map(|v| v.iter().map(String::as_str).collect())
-                        .unwrap_or_default(),
-                };
-                for location in locations {
-                    let at = match open.get(&(ev.channel, location)) {
-                        Some(&r) if runs[r].args.len() < MAX_RUN * 4 => r,
-                        _ => {
-                            runs.push(Run {
-                                keys: StreamKeys::new(ev.channel, location),
-                                args: Vec::new(),
-                                jobs: Vec::new(),
-                            });
-                            open.insert((ev.channel, location), runs.len() - 1);
-                            runs.len() - 1
+        let mut fetched = Vec::new();
+        self.add_fetches(&mut pipe, &fetches, &mut fetched);
+        let mut others = fetched.len();
+        if probe.is_some() {
+            others += self.add_refresh(&mut pipe);
+        }
+        if let Some(p) = probe {
+            pipe.cmd("PUBLISH").arg(p).arg(b"probe".as_slice());
+            others += 1;
+        }
+        // The counters are read after the renewals: a `PEXPIRE` on a watched
+        // key counts as a change to it.
+        if fast {
+            transaction::watch_and_read(&mut pipe, &streams);
+        }
+        let replies: Vec<redis::RedisResult<Value>> = if pipe.is_empty() {
+            Vec::new()
+        } else {
+            match pipe.query(con) {
+                Ok(r) => r,
+                Err(e) => {
+                    self.fail(jobs, fetches);
+                    return Err(e);
+                }
+            }
+        };
+        for (stream, reply) in fetched.iter().zip(&replies) {
+            let state = reply.as_ref().ok().cloned().and_then(parse_fetched);
+            self.tell(EngineEvent::Fetched {
+                stream: *stream,
+                state,
+            });
+        }
+        if streams.is_empty() {
+            return Ok(());
+        }
+        let counters = if fast {
+            transaction::counters(replies.get(others..).unwrap_or_default())
+        } else {
+            None
+        };
+        let mut ok = vec![true; jobs.len()];
+        let result = self.publish(con, &streams, counters, fast, &mut ok);
+        for (job, ok) in jobs.iter().zip(ok) {
+            job.done.finish(ok && result.is_ok());
+        }
+        result
+    }
+
+    /// The fast way while it wins; after it loses a race, the script for a
+    /// while (twice as long after each loss in a row, at most 64 batches),
+    /// so that nodes publishing to the same streams do not keep colliding.
+    fn try_transaction(&mut self) -> bool {
+        if self.cas_skip > 0 {
+            self.cas_skip -= 1;
+            return false;
+        }
+        true
+    }
+
+    /// Publishes the batch's streams, through the transaction when the
+    /// counters were read, else (or when it lost the race) through the
+    /// script; `ok[j]` turns false for each job with an event not applied.
+    fn publish(
+        &mut self,
+        con: &mut Connection,
+        streams: &[StreamEvents<'_>],
+        counters: Option<Vec<transaction::Counter>>,
+        watched: bool,
+        ok: &mut [bool],
+    ) -> Result<(), redis::RedisError> {
+        // A read that failed may have left the counters watched.
+        let unwatch = watched && counters.is_none();
+        if let Some(counters) = counters {
+            let mut pipe = redis::pipe();
+            pipe.ignore_errors();
+            let limits = self.limits();
+            let (node, epochs) = (&self.settings.node, &mut self.epochs);
+            let layout = transaction::commit(&mut pipe, streams, &counters, limits, || {
+                *epochs += 1;
+                format!("{node}-r{epochs:x}")
+            });
+            let replies: Vec<redis::RedisResult<Value>> = pipe.query(con)?;
+            match transaction::outcome(&layout, &replies) {
+                Ok(Outcome::Committed(applied)) => {
+                    self.cas_penalty = 0;
+                    for (s, applied) in streams.iter().zip(applied) {
+                        if !applied {
+                            log::warn!(
+                                "engine: a command failed publishing to {}: its events may be \
+                                 partly applied",
+                                s.keys.events
+                            );
+                            fail_stream(s, ok);
                         }
-                    };
-                    let run = &mut runs[at];
-                    let e = &ev.event;
-                    let (prefix, suffix) = json_around_seq(&EventParts {
-                        channel: ev.channel,
-                        location,
-                        event_type: &e.event_type,
-                        key: e.key.as_deref(),
-                        seq: 0,
-                        published_at_ms: job.published_at,
-                        data: &e.data,
-                    });
-                    run.args.push(prefix);
-                    run.args.push(suffix);
-                    run.args.push(e.event_type.as_bytes().to_vec());
-                    run.args
-                        .push(e.key.as_deref().unwrap_or("").as_bytes().to_vec());
-                    if run.jobs.last() != Some(&j) {
-                        run.jobs.push(j);
                     }
+                    return Ok(());
+                }
+                Ok(Outcome::Conflict) => {
+                    self.cas_penalty = (self.cas_penalty * 2).clamp(1, 64);
+                    self.cas_skip = self.cas_penalty;
+                    log::debug!("engine: a batch lost the race to another node; by script");
+                }
+                Err(why) => {
+                    log::warn!("engine: Redis refused a publish transaction: {why}");
+                    for s in streams {
+                        fail_stream(s, ok);
+                    }
+                    return Ok(());
                 }
             }
         }
-        for run in runs {
-            let epoch = self.new_epoch();
-            pipe.cmd("EVALSHA")
-                .arg(self.scripts.publish.get_hash())
-                .arg(4)
-                .arg(&run.keys.keys()[..])
-                .arg(epoch)
-                .arg(self.settings.history_size)
-                .arg(self.settings.last_values)
-                .arg(ttl)
-                .arg(&run.keys.events)
-                .arg(run.args);
-            slots.push(Slot::Events(run.jobs));
+        self.publish_by_script(con, streams, unwatch, ok)
+    }
+
+    /// Each stream's events in runs of up to [`MAX_RUN`], one publish script
+    /// call per run, in one pipeline.
+    fn publish_by_script(
+        &mut self,
+        con: &mut Connection,
+        streams: &[StreamEvents<'_>],
+        unwatch: bool,
+        ok: &mut [bool],
+    ) -> Result<(), redis::RedisError> {
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors();
+        if unwatch {
+            pipe.cmd("UNWATCH").ignore();
         }
-        for (stream, channel, location, rotate_from) in &fetches {
+        let ttl = self.ttl_ms();
+        let mut runs: Vec<Vec<usize>> = Vec::new();
+        for s in streams {
+            for chunk in s.events.chunks(MAX_RUN) {
+                let mut args: Vec<Vec<u8>> = Vec::with_capacity(chunk.len() * 4);
+                let mut jobs: Vec<usize> = Vec::new();
+                for p in chunk {
+                    let e = p.event;
+                    let (prefix, suffix) = json_around_seq(&EventParts {
+                        channel: s.channel,
+                        location: s.location,
+                        event_type: &e.event_type,
+                        key: e.key.as_deref(),
+                        seq: 0,
+                        published_at_ms: p.published_at,
+                        data: &e.data,
+                    });
+                    args.push(prefix);
+                    args.push(suffix);
+                    args.push(e.event_type.as_bytes().to_vec());
+                    args.push(e.key.as_deref().unwrap_or("").as_bytes().to_vec());
+                    if jobs.last() != Some(&p.job) {
+                        jobs.push(p.job);
+                    }
+                }
+                let epoch = self.new_epoch();
+                pipe.cmd("EVALSHA")
+                    .arg(self.scripts.publish.get_hash())
+                    .arg(4)
+                    .arg(&s.keys.keys()[..])
+                    .arg(epoch)
+                    .arg(self.settings.history_size)
+                    .arg(self.settings.last_values)
+                    .arg(ttl)
+                    .arg(&s.keys.events)
+                    .arg(args);
+                runs.push(jobs);
+            }
+        }
+        let replies: Vec<redis::RedisResult<Value>> = pipe.query(con)?;
+        let mut lost_scripts = None;
+        for (jobs, reply) in runs.iter().zip(replies) {
+            if let Err(e) = &reply {
+                if e.code() == Some("NOSCRIPT") {
+                    lost_scripts = Some(e.clone());
+                }
+                for j in jobs {
+                    ok[*j] = false;
+                }
+            }
+        }
+        // Someone flushed the scripts: reconnecting loads them again.
+        match lost_scripts {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// The fetch (or rotate) script for each stream asked for.
+    fn add_fetches(
+        &mut self,
+        pipe: &mut redis::Pipeline,
+        fetches: &[(StreamId, Channel, Arc<str>, Option<String>)],
+        fetched: &mut Vec<StreamId>,
+    ) {
+        let ttl = self.ttl_ms();
+        for (stream, channel, location, rotate_from) in fetches {
             let keys = StreamKeys::new(*channel, location);
             let epoch = self.new_epoch();
             match rotate_from {
@@ -356,76 +507,30 @@ impl Worker {
                     .arg(epoch)
                     .arg(ttl),
             };
-            slots.push(Slot::Fetch(*stream));
-        }
-        if probe.is_some() {
-            self.add_refresh(&mut pipe, &mut slots);
-        }
-        if let Some(p) = probe {
-            pipe.cmd("PUBLISH").arg(p).arg(b"probe".as_slice());
-            slots.push(Slot::Ignore);
-        }
-        if slots.is_empty() {
-            return Ok(());
-        }
-        let replies: Vec<redis::RedisResult<Value>> = match pipe.query(con) {
-            Ok(r) => r,
-            Err(e) => {
-                self.fail(jobs, fetches);
-                return Err(e);
-            }
-        };
-        let mut ok = vec![true; jobs.len()];
-        let mut lost_scripts = None;
-        for (slot, reply) in slots.iter().zip(replies) {
-            match slot {
-                Slot::Events(js) => {
-                    if let Err(e) = &reply {
-                        if e.code() == Some("NOSCRIPT") {
-                            lost_scripts = Some(e.clone());
-                        }
-                        for j in js {
-                            ok[*j] = false;
-                        }
-                    }
-                }
-                Slot::Fetch(stream) => {
-                    let state = reply.ok().and_then(parse_fetched);
-                    self.tell(EngineEvent::Fetched {
-                        stream: *stream,
-                        state,
-                    });
-                }
-                Slot::Ignore => {}
-            }
-        }
-        for (job, ok) in jobs.iter().zip(ok) {
-            job.done.finish(ok);
-        }
-        // Someone flushed the scripts: reconnecting loads them again.
-        match lost_scripts {
-            Some(e) => Err(e),
-            None => Ok(()),
+            fetched.push(*stream);
         }
     }
 
     /// Renews every locally watched stream: its keys' TTL, and its place in
     /// the live set of its channel (until three probe intervals from now).
-    fn add_refresh(&self, pipe: &mut redis::Pipeline, slots: &mut Vec<Slot>) {
+    /// Returns how many commands it added.
+    fn add_refresh(&self, pipe: &mut redis::Pipeline) -> usize {
         let ttl = self.ttl_ms();
         let until = clock::wall_ms() + 3 * self.settings.probe_interval.as_millis() as u64;
+        let mut added = 0;
         for (channel, location) in &self.refresh {
             let keys = StreamKeys::new(*channel, location);
             for k in keys.keys() {
                 pipe.cmd("PEXPIRE").arg(k).arg(ttl);
-                slots.push(Slot::Ignore);
+                added += 1;
             }
             pipe.cmd("ZADD")
                 .arg(wire::live_key(*channel))
                 .arg(until)
                 .arg(&**location);
-            slots.push(Slot::Ignore);
+            added += 1;
         }
+        added
     }
 
     /// The locations with subscribers somewhere, for the channels that this
@@ -481,6 +586,51 @@ impl Worker {
     }
 }
 
+/// The events of the batch grouped by stream, each stream's in the order
+/// they came (which is the order of every stream's publishers); an event to
+/// `location_id: "*"` goes to every live location of its channel.
+fn group_by_stream<'a>(
+    jobs: &'a [PublishJob],
+    live: &'a HashMap<Channel, Vec<String>>,
+) -> Vec<StreamEvents<'a>> {
+    let mut streams: Vec<StreamEvents<'a>> = Vec::new();
+    let mut index: HashMap<(Channel, &'a str), usize> = HashMap::new();
+    for (j, job) in jobs.iter().enumerate() {
+        for ev in &job.events {
+            let locations: Vec<&'a str> = match &ev.location {
+                LocationSel::One(l) => vec![&**l],
+                LocationSel::All => live
+                    .get(&ev.channel)
+                    .map(|v| v.iter().map(String::as_str).collect())
+                    .unwrap_or_default(),
+            };
+            for location in locations {
+                let at = *index.entry((ev.channel, location)).or_insert_with(|| {
+                    streams.push(StreamEvents {
+                        channel: ev.channel,
+                        location,
+                        keys: StreamKeys::new(ev.channel, location),
+                        events: Vec::new(),
+                    });
+                    streams.len() - 1
+                });
+                streams[at].events.push(Pending {
+                    job: j,
+                    published_at: job.published_at,
+                    event: &ev.event,
+                });
+            }
+        }
+    }
+    streams
+}
+
+fn fail_stream(s: &StreamEvents<'_>, ok: &mut [bool]) {
+    for p in &s.events {
+        ok[p.job] = false;
+    }
+}
+
 fn bulk(v: &Value) -> Option<&[u8]> {
     match v {
         Value::BulkString(b) => Some(b),
@@ -496,19 +646,14 @@ fn number(v: &Value) -> Option<u64> {
     }
 }
 
-fn stored_list(v: &Value) -> Option<Vec<wire::Stored>> {
+fn stored_list(v: Value) -> Option<Vec<wire::Stored>> {
     let Value::Array(items) = v else {
         return None;
     };
-    let mut out = Vec::with_capacity(items.len());
-    for it in items {
-        // A stored value that does not parse is skipped rather than taken
-        // for an event: it can only come from outside bistream.
-        if let Some(s) = bulk(it).and_then(|b| wire::parse_stored(b).ok()) {
-            out.push(s);
-        }
-    }
-    Some(out)
+    Some(wire::parse_stored_list(items.into_iter().filter_map(|it| match it {
+        Value::BulkString(b) => Some(Bytes::from(b)),
+        _ => None,
+    })))
 }
 
 /// `{epoch, seq, {history...}, {last values...}}` from the fetch script.
@@ -516,7 +661,7 @@ fn parse_fetched(v: Value) -> Option<Fetched> {
     let Value::Array(parts) = v else {
         return None;
     };
-    let [epoch, seq, hist, last] = &parts[..] else {
+    let Ok([epoch, seq, hist, last]) = <[Value; 4]>::try_from(parts) else {
         return None;
     };
     let mut history = stored_list(hist)?;
@@ -524,8 +669,8 @@ fn parse_fetched(v: Value) -> Option<Fetched> {
     let mut last_values = stored_list(last)?;
     last_values.sort_by_key(|s| s.seq);
     Some(Fetched {
-        epoch: String::from_utf8(bulk(epoch)?.to_vec()).ok()?,
-        seq: number(seq)?,
+        epoch: String::from_utf8(bulk(&epoch)?.to_vec()).ok()?,
+        seq: number(&seq)?,
         history,
         last_values,
     })

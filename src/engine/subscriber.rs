@@ -217,7 +217,9 @@ impl Worker {
                     let Some((ch, location)) = wire::parse_events_channel(channel) else {
                         continue;
                     };
-                    match wire::parse_message(msg.get_payload_bytes()) {
+                    // One copy of the message; its events are views of it.
+                    let payload = bytes::Bytes::copy_from_slice(msg.get_payload_bytes());
+                    match wire::parse_message(&payload) {
                         Ok(msgs) => self.tell(EngineEvent::Events {
                             shard: self.index,
                             channel: ch,

@@ -19,6 +19,8 @@
 //! event was published without one); a published one adds the epoch after
 //! the seq, so a node learns both without parsing JSON.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 
 use crate::channel::Channel;
@@ -83,35 +85,46 @@ pub enum WireError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stored {
     pub seq: u64,
-    pub event_type: String,
+    pub event_type: Arc<str>,
     /// The key it was published with; `None`: its event type is its key.
-    pub key: Option<String>,
-    /// The event message, `seq` and all.
+    pub key: Option<Arc<str>>,
+    /// The event message, `seq` and all: a view of the buffer it was read
+    /// from, not a copy.
     pub json: Bytes,
 }
 
 impl Stored {
     /// The last-value key: the published key, or the event type.
-    pub fn effective_key(&self) -> &str {
-        self.key.as_deref().unwrap_or(&self.event_type)
+    pub fn effective_key(&self) -> &Arc<str> {
+        self.key.as_ref().unwrap_or(&self.event_type)
     }
 }
 
 /// A stored event with the epoch it was numbered in.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {
-    pub epoch: String,
+    pub epoch: Arc<str>,
     pub event: Stored,
 }
 
-fn field<'a>(it: &mut impl Iterator<Item = &'a [u8]>) -> Result<&'a [u8], WireError> {
-    it.next().ok_or(WireError::Fields)
+/// The event types and keys met while reading one buffer: a run of events
+/// mostly repeats them, and each repeat shares the text read first instead
+/// of allocating its own.
+#[derive(Default)]
+struct Names {
+    event_type: Option<Arc<str>>,
+    key: Option<Arc<str>>,
 }
 
-fn text(b: &[u8]) -> Result<String, WireError> {
-    std::str::from_utf8(b)
-        .map(str::to_string)
-        .map_err(|_| WireError::Text)
+fn shared(last: &mut Option<Arc<str>>, b: &[u8]) -> Result<Arc<str>, WireError> {
+    if let Some(l) = last {
+        if l.as_bytes() == b {
+            return Ok(l.clone());
+        }
+    }
+    let t: Arc<str> = Arc::from(std::str::from_utf8(b).map_err(|_| WireError::Text)?);
+    *last = Some(t.clone());
+    Ok(t)
 }
 
 fn seq(b: &[u8]) -> Result<u64, WireError> {
@@ -121,31 +134,64 @@ fn seq(b: &[u8]) -> Result<u64, WireError> {
         .ok_or(WireError::Seq)
 }
 
-fn rest(b: &[u8], fields_before: usize) -> Result<Bytes, WireError> {
-    let mut at = 0;
-    for _ in 0..fields_before {
-        let nl = b[at..]
-            .iter()
-            .position(|&c| c == b'\n')
-            .ok_or(WireError::Fields)?;
-        at += nl + 1;
-    }
-    Ok(Bytes::copy_from_slice(&b[at..]))
+/// The next `\n`-terminated field of `b` from `at`, and where the one after
+/// it starts.
+fn field(b: &[u8], at: usize) -> Result<(&[u8], usize), WireError> {
+    let rest = b.get(at..).ok_or(WireError::Fields)?;
+    let nl = rest
+        .iter()
+        .position(|&c| c == b'\n')
+        .ok_or(WireError::Fields)?;
+    Ok((&rest[..nl], at + nl + 1))
 }
 
-/// `seq \n event_type \n key \n json`.
-pub fn parse_stored(b: &[u8]) -> Result<Stored, WireError> {
-    let mut it = b.splitn(4, |&c| c == b'\n');
-    let seq = seq(field(&mut it)?)?;
-    let event_type = text(field(&mut it)?)?;
-    let key = text(field(&mut it)?)?;
-    field(&mut it)?;
+/// `seq \n event_type \n key \n json`: the stored event in `buf[range]`.
+fn parse_stored_in(
+    buf: &Bytes,
+    range: std::ops::Range<usize>,
+    names: &mut Names,
+) -> Result<Stored, WireError> {
+    let b = &buf[range.clone()];
+    let (n, at) = field(b, 0)?;
+    let (event_type, at) = field(b, at)?;
+    let (key, at) = field(b, at)?;
     Ok(Stored {
-        seq,
-        event_type,
-        key: (!key.is_empty()).then_some(key),
-        json: rest(b, 3)?,
+        seq: seq(n)?,
+        event_type: shared(&mut names.event_type, event_type)?,
+        key: if key.is_empty() {
+            None
+        } else {
+            Some(shared(&mut names.key, key)?)
+        },
+        json: buf.slice(range.start + at..range.end),
     })
+}
+
+/// `seq \n event_type \n key \n json`: one stored event, the whole of `b`.
+pub fn parse_stored(b: &Bytes) -> Result<Stored, WireError> {
+    parse_stored_in(b, 0..b.len(), &mut Names::default())
+}
+
+/// Stored events read from one reply: they share the event types and keys
+/// they repeat. A value that does not parse is skipped rather than taken for
+/// an event: it can only come from outside bistream.
+pub fn parse_stored_list(values: impl IntoIterator<Item = Bytes>) -> Vec<Stored> {
+    let mut names = Names::default();
+    values
+        .into_iter()
+        .filter_map(|b| parse_stored_in(&b, 0..b.len(), &mut names).ok())
+        .collect()
+}
+
+/// Appends the head of an event's stored form, `seq \n event_type \n key \n`
+/// (as [`parse_stored`] reads it); the event's JSON follows it.
+pub fn write_stored_head(out: &mut Vec<u8>, seq: u64, event_type: &str, key: Option<&str>) {
+    out.extend_from_slice(itoa::Buffer::new().format(seq).as_bytes());
+    out.push(b'\n');
+    out.extend_from_slice(event_type.as_bytes());
+    out.push(b'\n');
+    out.extend_from_slice(key.unwrap_or("").as_bytes());
+    out.push(b'\n');
 }
 
 /// Separates the epoch and the events of a published message: a byte that
@@ -153,17 +199,22 @@ pub fn parse_stored(b: &[u8]) -> Result<Stored, WireError> {
 pub const RECORD_SEPARATOR: u8 = 0x1e;
 
 /// The epoch, then each event's stored form (as [`parse_stored`] reads it),
-/// separated by [`RECORD_SEPARATOR`]: the message the publish script sends
-/// for a run of events of one stream.
-pub fn parse_message(b: &[u8]) -> Result<Vec<Message>, WireError> {
+/// separated by [`RECORD_SEPARATOR`]: the message published for a run of
+/// events of one stream. The events are views of `b`.
+pub fn parse_message(b: &Bytes) -> Result<Vec<Message>, WireError> {
     let mut parts = b.split(|&c| c == RECORD_SEPARATOR);
-    let epoch = text(parts.next().ok_or(WireError::Fields)?)?;
+    let epoch_bytes = parts.next().ok_or(WireError::Fields)?;
+    let epoch: Arc<str> =
+        Arc::from(std::str::from_utf8(epoch_bytes).map_err(|_| WireError::Text)?);
+    let mut at = epoch_bytes.len() + 1;
+    let mut names = Names::default();
     let mut events = Vec::new();
     for one in parts {
         events.push(Message {
             epoch: epoch.clone(),
-            event: parse_stored(one)?,
+            event: parse_stored_in(b, at..at + one.len(), &mut names)?,
         });
+        at += one.len() + 1;
     }
     if events.is_empty() {
         return Err(WireError::Fields);
@@ -201,6 +252,9 @@ fn mix64(mut h: u64) -> u64 {
 /// instances' URLs, so every node picks the same one whatever order it was
 /// given them in, and adding an instance moves only the streams it wins.
 pub fn shard_of(channel: Channel, location: &str, shards: &[String]) -> usize {
+    if shards.len() < 2 {
+        return 0;
+    }
     let stream = mix64(fnv1a(&[channel.id().as_bytes(), location.as_bytes()]));
     shards
         .iter()
@@ -232,24 +286,24 @@ mod tests {
 
     #[test]
     fn stored_and_published_events_round_trip() {
-        let s = parse_stored(b"42\nREVENUE\n\n{\"a\":\"x\\ny\"}").unwrap();
+        let s = parse_stored(&Bytes::from_static(b"42\nREVENUE\n\n{\"a\":\"x\\ny\"}")).unwrap();
         assert_eq!(s.seq, 42);
-        assert_eq!(s.event_type, "REVENUE");
+        assert_eq!(&*s.event_type, "REVENUE");
         assert_eq!(s.key, None);
-        assert_eq!(s.effective_key(), "REVENUE");
+        assert_eq!(&**s.effective_key(), "REVENUE");
         assert_eq!(&s.json[..], b"{\"a\":\"x\\ny\"}");
         // Two events; the first's JSON holds a newline.
-        let m = parse_message(b"ep-1\x1e7\nE\nk1\n{\n}\x1e8\nF\n\n{}").unwrap();
+        let m = parse_message(&Bytes::from_static(b"ep-1\x1e7\nE\nk1\n{\n}\x1e8\nF\n\n{}")).unwrap();
         assert_eq!(m.len(), 2);
-        assert!(m.iter().all(|m| m.epoch == "ep-1"));
+        assert!(m.iter().all(|m| &*m.epoch == "ep-1"));
         assert_eq!(m[0].event.seq, 7);
         assert_eq!(m[0].event.key.as_deref(), Some("k1"));
         assert_eq!(&m[0].event.json[..], b"{\n}");
         assert_eq!(m[1].event.seq, 8);
-        assert_eq!(m[1].event.effective_key(), "F");
+        assert_eq!(&**m[1].event.effective_key(), "F");
         assert_eq!(&m[1].event.json[..], b"{}");
         for bad in [&b""[..], b"x\nE\n\n{}", b"1\nE", b"1\n\xff\n\n{}"] {
-            assert!(parse_stored(bad).is_err(), "{bad:?}");
+            assert!(parse_stored(&Bytes::copy_from_slice(bad)).is_err(), "{bad:?}");
         }
         for bad in [
             &b"ep"[..],
@@ -258,7 +312,7 @@ mod tests {
             b"ep\x1ex\nE\n\n{}",
             b"\xff\x1e1\nE\n\n{}",
         ] {
-            assert!(parse_message(bad).is_err(), "{bad:?}");
+            assert!(parse_message(&Bytes::copy_from_slice(bad)).is_err(), "{bad:?}");
         }
     }
 

@@ -59,40 +59,58 @@ pub struct EventParts<'a> {
     pub data: &'a RawValue,
 }
 
+/// Everything of the event's JSON before its `seq` number.
+fn write_before_seq(e: &EventParts<'_>, out: &mut Vec<u8>) {
+    out.extend_from_slice(EVENT_PREFIX);
+    out.extend_from_slice(br#""channel":""#);
+    out.extend_from_slice(e.channel.id().as_bytes());
+    out.extend_from_slice(br#"","location_id":""#);
+    out.extend_from_slice(e.location.as_bytes());
+    out.extend_from_slice(br#"","event_type":""#);
+    out.extend_from_slice(e.event_type.as_bytes());
+    if let Some(key) = e.key {
+        out.extend_from_slice(br#"","key":""#);
+        out.extend_from_slice(key.as_bytes());
+    }
+    out.extend_from_slice(br#"","seq":"#);
+}
+
+/// Everything of the event's JSON after its `seq` number.
+fn write_after_seq(e: &EventParts<'_>, out: &mut Vec<u8>) {
+    out.extend_from_slice(br#","published_at":"#);
+    out.extend_from_slice(itoa::Buffer::new().format(e.published_at_ms).as_bytes());
+    out.extend_from_slice(br#","data":"#);
+    out.extend_from_slice(e.data.get().as_bytes());
+    out.push(b'}');
+}
+
 /// The event's JSON around its `seq`: everything before the number and
-/// everything after it. The Redis engine hands both to its script, which puts
-/// the `seq` it assigns between them; [`encode_event`] does the same locally,
-/// so the layout is written once.
+/// everything after it. The Redis engine's publish script puts the `seq` it
+/// assigns between them; [`write_event_json`] is the same layout with the
+/// number in place, so the layout is written once.
 pub fn json_around_seq(e: &EventParts<'_>) -> (Vec<u8>, Vec<u8>) {
     let key_len = e.key.map_or(0, |k| k.len() + 9);
     let mut prefix = Vec::with_capacity(100 + e.location.len() + e.event_type.len() + key_len);
-    prefix.extend_from_slice(EVENT_PREFIX);
-    prefix.extend_from_slice(br#""channel":""#);
-    prefix.extend_from_slice(e.channel.id().as_bytes());
-    prefix.extend_from_slice(br#"","location_id":""#);
-    prefix.extend_from_slice(e.location.as_bytes());
-    prefix.extend_from_slice(br#"","event_type":""#);
-    prefix.extend_from_slice(e.event_type.as_bytes());
-    if let Some(key) = e.key {
-        prefix.extend_from_slice(br#"","key":""#);
-        prefix.extend_from_slice(key.as_bytes());
-    }
-    prefix.extend_from_slice(br#"","seq":"#);
+    write_before_seq(e, &mut prefix);
     let mut suffix = Vec::with_capacity(40 + e.data.get().len());
-    suffix.extend_from_slice(br#","published_at":"#);
-    suffix.extend_from_slice(itoa::Buffer::new().format(e.published_at_ms).as_bytes());
-    suffix.extend_from_slice(br#","data":"#);
-    suffix.extend_from_slice(e.data.get().as_bytes());
-    suffix.push(b'}');
+    write_after_seq(e, &mut suffix);
     (prefix, suffix)
+}
+
+/// Appends the event message's JSON, `seq` and all, to `out`.
+pub fn write_event_json(e: &EventParts<'_>, out: &mut Vec<u8>) {
+    write_before_seq(e, out);
+    out.extend_from_slice(itoa::Buffer::new().format(e.seq).as_bytes());
+    write_after_seq(e, out);
 }
 
 /// `location_id`, `event_type` and `key` are validated to `[A-Za-z0-9_.:-]`,
 /// so they need no JSON escaping; `data` is JSON already.
 pub fn encode_event(e: &EventParts<'_>) -> Bytes {
-    let (mut json, suffix) = json_around_seq(e);
-    json.extend_from_slice(itoa::Buffer::new().format(e.seq).as_bytes());
-    json.extend_from_slice(&suffix);
+    let key_len = e.key.map_or(0, |k| k.len() + 9);
+    let mut json =
+        Vec::with_capacity(160 + e.location.len() + e.event_type.len() + key_len + e.data.get().len());
+    write_event_json(e, &mut json);
     Bytes::from(frame::text(&json))
 }
 
