@@ -20,10 +20,11 @@
 //! - [`shard`]: the command thread of one instance.
 //! - [`subscriber`]: the subscription thread of one instance.
 
+mod resp;
 pub mod scripts;
 mod shard;
-mod transaction;
 mod subscriber;
+mod transaction;
 pub mod wire;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -78,11 +79,11 @@ pub fn redact(url: &str) -> String {
     }
 }
 
-/// One stream event bound for Redis, from a loop's publish request.
+/// One stream event bound for Redis, from a loop's publish request: the
+/// event to one of its channels (its location, or `*`, is the event's).
 #[derive(Debug)]
 pub struct JobEvent {
     pub channel: Channel,
-    pub location: LocationSel,
     pub event: Arc<PublishEvent>,
 }
 
@@ -347,7 +348,6 @@ impl RedisEngine {
                         }
                         parts[shard].push(JobEvent {
                             channel,
-                            location: ev.location.clone(),
                             event: ev.clone(),
                         });
                     }
@@ -359,7 +359,6 @@ impl RedisEngine {
                         for p in parts.iter_mut() {
                             p.push(JobEvent {
                                 channel,
-                                location: LocationSel::All,
                                 event: ev.clone(),
                             });
                         }

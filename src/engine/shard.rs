@@ -12,12 +12,14 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crossbeam_channel::{Receiver, RecvTimeoutError};
 use bytes::Bytes;
+use crossbeam_channel::{Receiver, RecvTimeoutError};
 use redis::{Connection, Value};
 
 use crate::channel::Channel;
 use crate::clock;
+use crate::engine::resp::Commands;
+use crate::engine::transaction::{self, Limits, Outcome, Pending, StreamEvents, MAX_RUN};
 use crate::engine::wire::{self, StreamKeys};
 use crate::engine::{
     redact, scripts, wait_backoff, EngineEvent, Fetched, Health, PublishJob, RedisSettings,
@@ -25,12 +27,11 @@ use crate::engine::{
 };
 use crate::http::publish::LocationSel;
 use crate::hub::channels::{PublisherHandle, ToPublisher};
-use crate::engine::transaction::{
-    self, Limits, Outcome, Pending, StreamEvents, MAX_RUN,
-};
 use crate::hub::event::{json_around_seq, EventParts, StreamId};
 use crate::metrics::Metrics;
 
+/// What a stream's message buffer may keep between batches.
+const SCRATCH_KEEP: usize = 4 << 20;
 /// Jobs taken into one pipeline.
 const BATCH: usize = 512;
 /// Events taken into one batch (the job that crosses it included): one
@@ -84,6 +85,10 @@ struct Worker {
     cas_skip: u32,
     /// How many it was last time: doubles with each loss in a row.
     cas_penalty: u32,
+    /// The publish transaction, encoded (kept between batches).
+    out: Commands,
+    /// Where a stream's messages are built (kept between batches).
+    scratch: Vec<u8>,
 }
 
 pub(super) fn spawn(
@@ -114,6 +119,8 @@ pub(super) fn spawn(
         refresh: Vec::new(),
         cas_skip: 0,
         cas_penalty: 0,
+        out: Commands::default(),
+        scratch: Vec::new(),
     };
     std::thread::Builder::new()
         .name(format!("bistream-redis-{index}"))
@@ -366,15 +373,23 @@ impl Worker {
         // A read that failed may have left the counters watched.
         let unwatch = watched && counters.is_none();
         if let Some(counters) = counters {
-            let mut pipe = redis::pipe();
-            pipe.ignore_errors();
             let limits = self.limits();
             let (node, epochs) = (&self.settings.node, &mut self.epochs);
-            let layout = transaction::commit(&mut pipe, streams, &counters, limits, || {
-                *epochs += 1;
-                format!("{node}-r{epochs:x}")
-            });
-            let replies: Vec<redis::RedisResult<Value>> = pipe.query(con)?;
+            let layout = transaction::commit(
+                &mut self.out,
+                &mut self.scratch,
+                streams,
+                &counters,
+                limits,
+                || {
+                    *epochs += 1;
+                    format!("{node}-r{epochs:x}")
+                },
+            );
+            if self.scratch.capacity() > SCRATCH_KEEP {
+                self.scratch = Vec::new();
+            }
+            let replies = self.out.send(con)?;
             match transaction::outcome(&layout, &replies) {
                 Ok(Outcome::Committed(applied)) => {
                     self.cas_penalty = 0;
@@ -543,7 +558,7 @@ impl Worker {
         let mut wanted: Vec<Channel> = jobs
             .iter()
             .flat_map(|j| j.events.iter())
-            .filter(|e| matches!(e.location, LocationSel::All))
+            .filter(|e| matches!(e.event.location, LocationSel::All))
             .map(|e| e.channel)
             .collect();
         wanted.sort();
@@ -593,36 +608,53 @@ fn group_by_stream<'a>(
     jobs: &'a [PublishJob],
     live: &'a HashMap<Channel, Vec<String>>,
 ) -> Vec<StreamEvents<'a>> {
-    let mut streams: Vec<StreamEvents<'a>> = Vec::new();
-    let mut index: HashMap<(Channel, &'a str), usize> = HashMap::new();
+    let mut g = Grouping::default();
     for (j, job) in jobs.iter().enumerate() {
         for ev in &job.events {
-            let locations: Vec<&'a str> = match &ev.location {
-                LocationSel::One(l) => vec![&**l],
-                LocationSel::All => live
-                    .get(&ev.channel)
-                    .map(|v| v.iter().map(String::as_str).collect())
-                    .unwrap_or_default(),
+            let p = Pending {
+                job: j,
+                published_at: job.published_at,
+                event: &ev.event,
             };
-            for location in locations {
-                let at = *index.entry((ev.channel, location)).or_insert_with(|| {
-                    streams.push(StreamEvents {
-                        channel: ev.channel,
-                        location,
-                        keys: StreamKeys::new(ev.channel, location),
-                        events: Vec::new(),
-                    });
-                    streams.len() - 1
-                });
-                streams[at].events.push(Pending {
-                    job: j,
-                    published_at: job.published_at,
-                    event: &ev.event,
-                });
+            match &ev.event.location {
+                LocationSel::One(l) => g.add(ev.channel, l, p),
+                LocationSel::All => {
+                    for l in live.get(&ev.channel).into_iter().flatten() {
+                        g.add(ev.channel, l, p);
+                    }
+                }
             }
         }
     }
-    streams
+    g.streams
+}
+
+#[derive(Default)]
+struct Grouping<'a> {
+    streams: Vec<StreamEvents<'a>>,
+    index: HashMap<(Channel, &'a str), usize>,
+}
+
+impl<'a> Grouping<'a> {
+    fn add(&mut self, channel: Channel, location: &'a str, p: Pending<'a>) {
+        // A request's events mostly go to one stream: no lookup for those.
+        let at = match self.streams.last() {
+            Some(s) if s.channel == channel && s.location == location => self.streams.len() - 1,
+            _ => {
+                let streams = &mut self.streams;
+                *self.index.entry((channel, location)).or_insert_with(|| {
+                    streams.push(StreamEvents {
+                        channel,
+                        location,
+                        keys: StreamKeys::new(channel, location),
+                        events: Vec::new(),
+                    });
+                    streams.len() - 1
+                })
+            }
+        };
+        self.streams[at].events.push(p);
+    }
 }
 
 fn fail_stream(s: &StreamEvents<'_>, ok: &mut [bool]) {
@@ -650,10 +682,12 @@ fn stored_list(v: Value) -> Option<Vec<wire::Stored>> {
     let Value::Array(items) = v else {
         return None;
     };
-    Some(wire::parse_stored_list(items.into_iter().filter_map(|it| match it {
-        Value::BulkString(b) => Some(Bytes::from(b)),
-        _ => None,
-    })))
+    Some(wire::parse_stored_list(items.into_iter().filter_map(
+        |it| match it {
+            Value::BulkString(b) => Some(Bytes::from(b)),
+            _ => None,
+        },
+    )))
 }
 
 /// `{epoch, seq, {history...}, {last values...}}` from the fetch script.

@@ -21,16 +21,19 @@ use std::ops::Range;
 
 use redis::{Pipeline, RedisResult, Value};
 
+use crate::engine::resp::Commands;
+
+use crate::channel::Channel;
 use crate::engine::scripts;
 use crate::engine::wire::{self, StreamKeys, RECORD_SEPARATOR};
 use crate::http::publish::PublishEvent;
 use crate::hub::event::{write_event_json, EventParts};
-use crate::channel::Channel;
 
 /// Events of one stream in one published message (as the script's runs).
 pub const MAX_RUN: usize = 256;
 
 /// One event of a batch bound for a stream.
+#[derive(Clone, Copy)]
 pub struct Pending<'a> {
     /// The publish job it came from.
     pub job: usize,
@@ -111,7 +114,7 @@ fn counter(v: &Value) -> Option<Counter> {
 pub struct Layout {
     /// Per stream, the range of its commands' replies inside `EXEC`'s array.
     streams: Vec<Range<usize>>,
-    /// The index of `EXEC`'s own reply in the pipeline.
+    /// The index of `EXEC`'s own reply among the commands sent.
     exec_at: usize,
 }
 
@@ -125,66 +128,71 @@ pub enum Outcome {
 }
 
 /// Round two: `MULTI`, every stream's events numbered after its counter,
-/// `EXEC`. `new_epoch` names the epoch of a stream that has none.
+/// `EXEC`. `new_epoch` names the epoch of a stream that has none; `scratch`
+/// is where each stream's messages are built (kept between batches).
 pub fn commit(
-    pipe: &mut Pipeline,
+    out: &mut Commands,
+    scratch: &mut Vec<u8>,
     streams: &[StreamEvents<'_>],
     counters: &[Counter],
     limits: Limits,
     mut new_epoch: impl FnMut() -> String,
 ) -> Layout {
-    pipe.cmd("MULTI");
-    let mut queued = 0;
+    let before = out.len();
+    out.command(1).arg(b"MULTI");
     let mut ranges = Vec::with_capacity(streams.len());
     for (s, c) in streams.iter().zip(counters) {
-        let first = queued;
+        let first = out.len() - before - 1;
         let (epoch, fresh) = match &c.epoch {
             Some(e) => (e.clone(), false),
             None => (new_epoch(), true),
         };
-        queued += add_stream(pipe, s, &epoch, fresh, c.seq, limits);
-        ranges.push(first..queued);
+        add_stream(out, scratch, s, &epoch, fresh, c.seq, limits);
+        ranges.push(first..out.len() - before - 1);
     }
-    pipe.cmd("EXEC");
+    out.command(1).arg(b"EXEC");
     Layout {
         streams: ranges,
-        exec_at: 1 + queued,
+        exec_at: out.len() - 1,
     }
 }
 
-/// One stream's commands inside the transaction; returns how many.
+/// One stream's commands inside the transaction.
 fn add_stream(
-    pipe: &mut Pipeline,
+    out: &mut Commands,
+    scratch: &mut Vec<u8>,
     s: &StreamEvents<'_>,
     epoch: &str,
     fresh: bool,
     seq: u64,
     limits: Limits,
-) -> usize {
-    let mut count = 0;
+) {
     if fresh {
         // What is left of a lost epoch is not this one's (as in the script).
-        pipe.cmd("DEL").arg(&s.keys.hist).arg(&s.keys.last).arg(&s.keys.order);
-        count += 1;
+        out.command(4)
+            .arg(b"DEL")
+            .arg(s.keys.hist.as_bytes())
+            .arg(s.keys.last.as_bytes())
+            .arg(s.keys.order.as_bytes());
     }
-    // Each run's message: the epoch, then each event's stored form, after a
-    // separator; `stored` is where each event's stored form lies in them.
-    let mut messages: Vec<Vec<u8>> = Vec::with_capacity(s.events.len().div_ceil(MAX_RUN));
-    let mut stored: Vec<(usize, Range<usize>)> = Vec::with_capacity(s.events.len());
+    // Each run's message: the epoch, then each event's stored form after a
+    // separator. `messages` and `stored` are where they lie in `scratch`.
+    scratch.clear();
+    let mut messages: Vec<Range<usize>> = Vec::with_capacity(s.events.len().div_ceil(MAX_RUN));
+    let mut stored: Vec<Range<usize>> = Vec::with_capacity(s.events.len());
     for (i, p) in s.events.iter().enumerate() {
         if i % MAX_RUN == 0 {
-            let n = (s.events.len() - i).min(MAX_RUN);
-            let mut m = Vec::with_capacity(epoch.len() + n * (200 + p.event.data.get().len()));
-            m.extend_from_slice(epoch.as_bytes());
-            messages.push(m);
+            if let Some(m) = messages.last_mut() {
+                m.end = scratch.len();
+            }
+            messages.push(scratch.len()..scratch.len());
+            scratch.extend_from_slice(epoch.as_bytes());
         }
-        let at = messages.len() - 1;
-        let m = &mut messages[at];
-        m.push(RECORD_SEPARATOR);
-        let start = m.len();
+        scratch.push(RECORD_SEPARATOR);
+        let start = scratch.len();
         let e = p.event;
         let n = seq + 1 + i as u64;
-        wire::write_stored_head(m, n, &e.event_type, e.key.as_deref());
+        wire::write_stored_head(scratch, n, &e.event_type, e.key.as_deref());
         write_event_json(
             &EventParts {
                 channel: s.channel,
@@ -195,66 +203,77 @@ fn add_stream(
                 published_at_ms: p.published_at,
                 data: &e.data,
             },
-            m,
+            scratch,
         );
-        stored.push((at, start..m.len()));
+        stored.push(start..scratch.len());
     }
-    let bytes = |(m, r): &(usize, Range<usize>)| &messages[*m][r.clone()];
+    if let Some(m) = messages.last_mut() {
+        m.end = scratch.len();
+    }
     let last_seq = seq + s.events.len() as u64;
     if limits.history_size > 0 {
         let from = stored.len().saturating_sub(limits.history_size);
-        let cmd = pipe.cmd("RPUSH").arg(&s.keys.hist);
-        for one in &stored[from..] {
-            cmd.arg(bytes(one));
+        out.command(2 + stored.len() - from)
+            .arg(b"RPUSH")
+            .arg(s.keys.hist.as_bytes());
+        for r in &stored[from..] {
+            out.arg(&scratch[r.clone()]);
         }
-        count += 1;
     }
     if limits.last_values > 0 {
         // Only a key's newest event of the batch becomes its last value.
         let mut seen = HashSet::new();
-        let hset = pipe.cmd("HSET").arg(&s.keys.last);
-        let mut scores = Vec::new();
+        let mut newest: Vec<(usize, &str)> = Vec::new();
         for (i, p) in s.events.iter().enumerate().rev() {
             let key = p.event.key.as_deref().unwrap_or(&p.event.event_type);
             if seen.insert(key) {
-                hset.arg(key).arg(bytes(&stored[i]));
-                scores.push((seq + 1 + i as u64, key));
+                newest.push((i, key));
             }
         }
-        let zadd = pipe.cmd("ZADD").arg(&s.keys.order);
-        for (n, key) in scores {
-            zadd.arg(n).arg(key);
+        out.command(2 + 2 * newest.len())
+            .arg(b"HSET")
+            .arg(s.keys.last.as_bytes());
+        for (i, key) in &newest {
+            out.arg(key.as_bytes()).arg(&scratch[stored[*i].clone()]);
         }
-        count += 2;
+        out.command(2 + 2 * newest.len())
+            .arg(b"ZADD")
+            .arg(s.keys.order.as_bytes());
+        for (i, key) in &newest {
+            out.int(seq + 1 + *i as u64).arg(key.as_bytes());
+        }
     }
-    pipe.cmd("EVAL")
-        .arg(scripts::TAIL)
-        .arg(4)
-        .arg(&s.keys.keys()[..])
-        .arg(epoch)
-        .arg(last_seq)
-        .arg(limits.history_size)
-        .arg(limits.last_values)
-        .arg(limits.ttl_ms);
-    count += 1;
+    out.command(12)
+        .arg(b"EVAL")
+        .arg(scripts::TAIL.as_bytes())
+        .int(4);
+    for k in s.keys.keys() {
+        out.arg(k.as_bytes());
+    }
+    out.arg(epoch.as_bytes())
+        .int(last_seq)
+        .int(limits.history_size as u64)
+        .int(limits.last_values as u64)
+        .int(limits.ttl_ms);
     for m in &messages {
-        pipe.cmd("PUBLISH").arg(&s.keys.events).arg(&m[..]);
-        count += 1;
+        out.command(3)
+            .arg(b"PUBLISH")
+            .arg(s.keys.events.as_bytes())
+            .arg(&scratch[m.clone()]);
     }
-    count
 }
 
 /// Reads round two's replies (`MULTI`, one `QUEUED` per command, `EXEC`).
 /// `Err` when the transaction was refused as a whole (`EXECABORT`: a command
 /// was rejected while queued, e.g. Redis is out of memory) or a reply is
 /// missing: nothing was applied.
-pub fn outcome(layout: &Layout, replies: &[RedisResult<Value>]) -> Result<Outcome, String> {
+pub fn outcome(layout: &Layout, replies: &[Value]) -> Result<Outcome, String> {
     let exec = replies
         .get(layout.exec_at)
         .ok_or_else(|| "no reply to EXEC".to_string())?;
     match exec {
-        Ok(Value::Nil) => Ok(Outcome::Conflict),
-        Ok(Value::Array(items)) => Ok(Outcome::Committed(
+        Value::Nil => Ok(Outcome::Conflict),
+        Value::Array(items) => Ok(Outcome::Committed(
             layout
                 .streams
                 .iter()
@@ -265,7 +284,7 @@ pub fn outcome(layout: &Layout, replies: &[RedisResult<Value>]) -> Result<Outcom
                 })
                 .collect(),
         )),
-        Ok(other) => Err(format!("unexpected reply to EXEC: {other:?}")),
-        Err(e) => Err(e.to_string()),
+        Value::ServerError(e) => Err(e.to_string()),
+        other => Err(format!("unexpected reply to EXEC: {other:?}")),
     }
 }

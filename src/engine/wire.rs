@@ -138,10 +138,7 @@ fn seq(b: &[u8]) -> Result<u64, WireError> {
 /// it starts.
 fn field(b: &[u8], at: usize) -> Result<(&[u8], usize), WireError> {
     let rest = b.get(at..).ok_or(WireError::Fields)?;
-    let nl = rest
-        .iter()
-        .position(|&c| c == b'\n')
-        .ok_or(WireError::Fields)?;
+    let nl = memchr::memchr(b'\n', rest).ok_or(WireError::Fields)?;
     Ok((&rest[..nl], at + nl + 1))
 }
 
@@ -202,10 +199,15 @@ pub const RECORD_SEPARATOR: u8 = 0x1e;
 /// separated by [`RECORD_SEPARATOR`]: the message published for a run of
 /// events of one stream. The events are views of `b`.
 pub fn parse_message(b: &Bytes) -> Result<Vec<Message>, WireError> {
-    let mut parts = b.split(|&c| c == RECORD_SEPARATOR);
+    let mut parts = memchr::memchr_iter(RECORD_SEPARATOR, b)
+        .chain(std::iter::once(b.len()))
+        .scan(0, |from, to| {
+            let part = &b[*from..to];
+            *from = to + 1;
+            Some(part)
+        });
     let epoch_bytes = parts.next().ok_or(WireError::Fields)?;
-    let epoch: Arc<str> =
-        Arc::from(std::str::from_utf8(epoch_bytes).map_err(|_| WireError::Text)?);
+    let epoch: Arc<str> = Arc::from(std::str::from_utf8(epoch_bytes).map_err(|_| WireError::Text)?);
     let mut at = epoch_bytes.len() + 1;
     let mut names = Names::default();
     let mut events = Vec::new();
@@ -293,7 +295,8 @@ mod tests {
         assert_eq!(&**s.effective_key(), "REVENUE");
         assert_eq!(&s.json[..], b"{\"a\":\"x\\ny\"}");
         // Two events; the first's JSON holds a newline.
-        let m = parse_message(&Bytes::from_static(b"ep-1\x1e7\nE\nk1\n{\n}\x1e8\nF\n\n{}")).unwrap();
+        let m =
+            parse_message(&Bytes::from_static(b"ep-1\x1e7\nE\nk1\n{\n}\x1e8\nF\n\n{}")).unwrap();
         assert_eq!(m.len(), 2);
         assert!(m.iter().all(|m| &*m.epoch == "ep-1"));
         assert_eq!(m[0].event.seq, 7);
@@ -303,7 +306,10 @@ mod tests {
         assert_eq!(&**m[1].event.effective_key(), "F");
         assert_eq!(&m[1].event.json[..], b"{}");
         for bad in [&b""[..], b"x\nE\n\n{}", b"1\nE", b"1\n\xff\n\n{}"] {
-            assert!(parse_stored(&Bytes::copy_from_slice(bad)).is_err(), "{bad:?}");
+            assert!(
+                parse_stored(&Bytes::copy_from_slice(bad)).is_err(),
+                "{bad:?}"
+            );
         }
         for bad in [
             &b"ep"[..],
@@ -312,7 +318,10 @@ mod tests {
             b"ep\x1ex\nE\n\n{}",
             b"\xff\x1e1\nE\n\n{}",
         ] {
-            assert!(parse_message(&Bytes::copy_from_slice(bad)).is_err(), "{bad:?}");
+            assert!(
+                parse_message(&Bytes::copy_from_slice(bad)).is_err(),
+                "{bad:?}"
+            );
         }
     }
 

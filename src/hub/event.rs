@@ -108,8 +108,9 @@ pub fn write_event_json(e: &EventParts<'_>, out: &mut Vec<u8>) {
 /// so they need no JSON escaping; `data` is JSON already.
 pub fn encode_event(e: &EventParts<'_>) -> Bytes {
     let key_len = e.key.map_or(0, |k| k.len() + 9);
-    let mut json =
-        Vec::with_capacity(160 + e.location.len() + e.event_type.len() + key_len + e.data.get().len());
+    let mut json = Vec::with_capacity(
+        160 + e.location.len() + e.event_type.len() + key_len + e.data.get().len(),
+    );
     write_event_json(e, &mut json);
     Bytes::from(frame::text(&json))
 }
