@@ -29,6 +29,8 @@ pub const LAST_VALUES: &str = "bistream_last_values";
 pub const LAST_VALUES_BYTES: &str = "bistream_last_values_bytes";
 pub const ENGINE_UP: &str = "bistream_engine_up";
 pub const ENGINE_RESYNCS_TOTAL: &str = "bistream_engine_resyncs_total";
+pub const ENGINE_PUBLISH_BATCHES_TOTAL: &str = "bistream_engine_publish_batches_total";
+pub const ENGINE_PUBLISH_CONFLICTS_TOTAL: &str = "bistream_engine_publish_conflicts_total";
 pub const HANDOVERS_TOTAL: &str = "bistream_handovers_total";
 pub const HANDOVER_STATE_BYTES: &str = "bistream_handover_state_bytes";
 pub const HANDOVER_DURATION_SECONDS: &str = "bistream_handover_duration_seconds";
@@ -68,6 +70,9 @@ pub struct Metrics {
     pub last_values_bytes: IntGauge,
     pub engine_up: IntGauge,
     pub engine_resyncs: IntCounterVec,
+    /// Batches of publishes applied in Redis, by `path`: `transaction` or `script`.
+    pub engine_publish_batches: IntCounterVec,
+    pub engine_publish_conflicts: IntCounter,
     pub handovers: IntCounterVec,
     pub handover_state_bytes: IntGauge,
     pub handover_duration: prometheus::Gauge,
@@ -166,6 +171,17 @@ impl Metrics {
             ),
             &["outcome"],
         ));
+        let engine_publish_batches = must(IntCounterVec::new(
+            Opts::new(
+                ENGINE_PUBLISH_BATCHES_TOTAL,
+                "Batches of publishes applied in Redis, by path (transaction or script)",
+            ),
+            &["path"],
+        ));
+        let engine_publish_conflicts = must(IntCounter::new(
+            ENGINE_PUBLISH_CONFLICTS_TOTAL,
+            "Publish transactions Redis refused because another node published to one of their streams meanwhile",
+        ));
         let handovers = must(IntCounterVec::new(
             Opts::new(
                 HANDOVERS_TOTAL,
@@ -218,6 +234,8 @@ impl Metrics {
             Box::new(last_values_bytes.clone()),
             Box::new(engine_up.clone()),
             Box::new(engine_resyncs.clone()),
+            Box::new(engine_publish_batches.clone()),
+            Box::new(engine_publish_conflicts.clone()),
         ] {
             must(registry.register(c));
         }
@@ -231,6 +249,9 @@ impl Metrics {
         engine_up.set(1);
         for outcome in ["caught_up", "resync", "new_epoch"] {
             engine_resyncs.with_label_values(&[outcome]).inc_by(0);
+        }
+        for path in ["transaction", "script"] {
+            engine_publish_batches.with_label_values(&[path]).inc_by(0);
         }
         for outcome in HANDOVER_OUTCOMES {
             handovers.with_label_values(&[outcome]).inc_by(0);
@@ -257,6 +278,8 @@ impl Metrics {
             last_values_bytes,
             engine_up,
             engine_resyncs,
+            engine_publish_batches,
+            engine_publish_conflicts,
             handovers,
             handover_state_bytes,
             handover_duration,

@@ -554,4 +554,218 @@ fn a_large_batch_is_numbered_in_runs_with_history_and_last_values_capped() {
     }
     let want: Vec<(String, u64)> = (592..600u64).map(|n| (format!("k{}", n % 20), n)).collect();
     assert_eq!(values, want);
+
+    // One publisher, no race: the batch went through the transaction, and
+    // Redis holds what the script would have left.
+    assert_eq!(batches(&a, "transaction"), 1.0);
+    assert_eq!(batches(&a, "script"), 0.0);
+    let keys = "bistream:{dashboard:runs}";
+    assert_eq!(int(&redis, &["LLEN", &format!("{keys}:hist")]), 50);
+    assert_eq!(int(&redis, &["HLEN", &format!("{keys}:last")]), 8);
+    assert_eq!(int(&redis, &["ZCARD", &format!("{keys}:order")]), 8);
+    assert_eq!(
+        text(&redis, &["HGET", &format!("{keys}:meta"), "seq"]),
+        "600"
+    );
+    assert_eq!(
+        text(&redis, &["HGET", &format!("{keys}:meta"), "epoch"]),
+        epoch
+    );
+    for k in ["meta", "hist", "last", "order"] {
+        let ttl = int(&redis, &["PTTL", &format!("{keys}:{k}")]);
+        assert!(ttl > 0, "{k} has no TTL ({ttl})");
+    }
+}
+
+fn batches(s: &Server, path: &str) -> f64 {
+    metric(
+        &s.metrics(),
+        &format!(r#"bistream_engine_publish_batches_total{{path="{path}"}}"#),
+    )
+}
+
+fn int(redis: &RedisServer, args: &[&str]) -> i64 {
+    match redis.query(args) {
+        Ok(redis::Value::Int(n)) => n,
+        other => panic!("{args:?}: {other:?}"),
+    }
+}
+
+fn text(redis: &RedisServer, args: &[&str]) -> String {
+    match redis.query(args) {
+        Ok(redis::Value::BulkString(b)) => String::from_utf8(b).expect("UTF-8"),
+        other => panic!("{args:?}: {other:?}"),
+    }
+}
+
+fn texts(redis: &RedisServer, args: &[&str]) -> Vec<String> {
+    match redis.query(args) {
+        Ok(redis::Value::Array(items)) => items
+            .into_iter()
+            .map(|v| match v {
+                redis::Value::BulkString(b) => String::from_utf8(b).expect("UTF-8"),
+                other => panic!("{args:?}: {other:?}"),
+            })
+            .collect(),
+        other => panic!("{args:?}: {other:?}"),
+    }
+}
+
+/// Two nodes publishing to one stream at once: a node's transaction loses the
+/// race when the other moved the counter between its read and its `EXEC`,
+/// and that batch goes through the script. Whichever way each batch went,
+/// every subscriber gets every event once, numbered without a gap, each
+/// publisher's events in the order it sent them, and Redis's history, last
+/// values and counter agree with what the clients got.
+#[test]
+fn nodes_racing_for_one_stream_lose_nothing_and_keep_every_order() {
+    let redis = RedisServer::start(Persistence::None);
+    let caps = ["--history-size", "5000", "--last-values", "8"];
+    let nodes = [node(&[&redis], &caps), node(&[&redis], &caps)];
+    let mut subs: Vec<Ws> = nodes
+        .iter()
+        .map(|n| n.subscribe("/ws/dashboard/race").0)
+        .collect();
+    let stop = AtomicBool::new(false);
+    let sent: Vec<AtomicU64> = (0..4).map(|_| AtomicU64::new(0)).collect();
+    let conflicts = |nodes: &[Server]| -> f64 {
+        nodes
+            .iter()
+            .map(|n| metric(&n.metrics(), "bistream_engine_publish_conflicts_total"))
+            .sum()
+    };
+    std::thread::scope(|scope| {
+        for (t, count) in sent.iter().enumerate() {
+            let addr = nodes[t % 2].addr;
+            let stop = &stop;
+            scope.spawn(move || {
+                let mut p = KeepAlivePublisher::connect(addr);
+                for i in 0..1500u64 {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let body = json!({"channel":"dashboard","location_id":"race",
+                        "event_type":"KPI","key":format!("k{t}"),"data":{"t":t,"i":i}});
+                    let (st, b) = p.post(&body.to_string());
+                    assert_eq!(st, 202, "{b}");
+                    count.fetch_add(1, Ordering::Relaxed);
+                }
+            });
+        }
+        // Enough to be sure both ways ran: stop soon after a few races lost.
+        let until = Instant::now() + Duration::from_secs(30);
+        while conflicts(&nodes) < 5.0 && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        stop.store(true, Ordering::Relaxed);
+    });
+    let total: u64 = sent.iter().map(|c| c.load(Ordering::Relaxed)).sum();
+    assert!(
+        conflicts(&nodes) >= 1.0,
+        "no transaction ever lost the race"
+    );
+    assert!(nodes.iter().map(|n| batches(n, "script")).sum::<f64>() >= 1.0);
+    for n in &nodes {
+        assert!(batches(n, "transaction") >= 1.0);
+    }
+
+    let mut delivered = Vec::new();
+    for ws in &mut subs {
+        let mut got = Vec::new();
+        while got.len() < total as usize {
+            let m = recv_json(ws);
+            assert_eq!(m["type"], "event", "{m}");
+            got.push(m);
+        }
+        let seqs: Vec<u64> = got.iter().map(|m| m["seq"].as_u64().unwrap()).collect();
+        assert_eq!(seqs, (1..=total).collect::<Vec<_>>());
+        for t in 0..4u64 {
+            let mine: Vec<u64> = got
+                .iter()
+                .filter(|m| m["data"]["t"] == t)
+                .map(|m| m["data"]["i"].as_u64().unwrap())
+                .collect();
+            let want = sent[t as usize].load(Ordering::Relaxed);
+            assert_eq!(mine, (0..want).collect::<Vec<_>>(), "publisher {t}");
+        }
+        delivered = got;
+    }
+
+    // Redis agrees: history holds every event as the clients got it, each
+    // key's last value is its newest event, and the counter is the last seq.
+    let keys = "bistream:{dashboard:race}";
+    let hist = texts(&redis, &["LRANGE", &format!("{keys}:hist"), "0", "-1"]);
+    assert_eq!(hist.len() as u64, total);
+    for (stored, m) in hist.iter().zip(&delivered) {
+        let json = stored.splitn(4, '\n').nth(3).expect("stored form");
+        assert_eq!(&serde_json::from_str::<Value>(json).unwrap(), m);
+    }
+    assert_eq!(
+        text(&redis, &["HGET", &format!("{keys}:meta"), "seq"]),
+        total.to_string()
+    );
+    for t in 0..4u64 {
+        let newest = delivered
+            .iter()
+            .rev()
+            .find(|m| m["data"]["t"] == t)
+            .expect("an event of each publisher");
+        let last = text(&redis, &["HGET", &format!("{keys}:last"), &format!("k{t}")]);
+        let json = last.splitn(4, '\n').nth(3).expect("stored form");
+        assert_eq!(&serde_json::from_str::<Value>(json).unwrap(), newest);
+        let score = text(
+            &redis,
+            &["ZSCORE", &format!("{keys}:order"), &format!("k{t}")],
+        );
+        assert_eq!(score, newest["seq"].to_string());
+    }
+}
+
+/// Redis out of memory (`maxmemory` with `noeviction`): it refuses the
+/// publish transaction as a whole, so nothing of the refused requests is
+/// applied; their publishers get 503, the node says why in its log, and stays
+/// ready (the link is fine). With room again, publishing goes on where it was.
+#[test]
+fn a_full_redis_refuses_publishes_with_503_and_says_why() {
+    let redis = RedisServer::start(Persistence::None);
+    let a = node(&[&redis], &[]);
+    for (k, v) in [("maxmemory-policy", "noeviction"), ("maxmemory", "3mb")] {
+        redis.query(&["CONFIG", "SET", k, v]).expect("CONFIG SET");
+    }
+    let pad = "x".repeat(10_000);
+    let body = json!({"channel":"dashboard","location_id":"full","event_type":"KPI",
+                      "data":{"pad": pad}})
+    .to_string();
+    let mut p = KeepAlivePublisher::connect(a.addr);
+    let mut accepted = 0u64;
+    let refused = loop {
+        let (st, b) = p.post(&body);
+        if st != 202 {
+            break (st, b);
+        }
+        accepted += 1;
+        assert!(accepted < 2_000, "Redis never filled up");
+    };
+    assert_eq!(refused.0, 503, "{}", refused.1);
+    assert_eq!(refused.1["error"], "engine_unavailable");
+    assert!(
+        log_line(&a.log, "OOM", Duration::from_secs(5)).is_some(),
+        "no log line says Redis is out of memory"
+    );
+    assert_eq!(a.get("/readyz").0, 200);
+    let keys = "bistream:{dashboard:full}";
+    assert_eq!(
+        text(&redis, &["HGET", &format!("{keys}:meta"), "seq"]),
+        accepted.to_string()
+    );
+
+    redis
+        .query(&["CONFIG", "SET", "maxmemory", "0"])
+        .expect("CONFIG SET");
+    assert_eq!(p.post(&body).0, 202);
+    assert_eq!(
+        text(&redis, &["HGET", &format!("{keys}:meta"), "seq"]),
+        (accepted + 1).to_string()
+    );
 }

@@ -48,18 +48,6 @@ impl Drop for TempDir {
     }
 }
 
-/// The first log line containing `needle` within `t` (lines before it are consumed).
-fn log_line(log: &Receiver<String>, needle: &str, t: Duration) -> Option<String> {
-    let until = Instant::now() + t;
-    while let Ok(line) = log.recv_timeout(until.saturating_duration_since(Instant::now())) {
-        if line.contains(needle) {
-            return Some(line);
-        }
-        eprintln!("(log) {line}");
-    }
-    None
-}
-
 /// The pid in "... pid N serves now".
 fn new_pid(log: &Receiver<String>) -> u32 {
     let line = log_line(log, "serves now", Duration::from_secs(15)).expect("hand-over completed");

@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use crossbeam_channel::{Receiver, RecvTimeoutError};
@@ -54,6 +54,38 @@ pub enum ShardCmd {
     Refresh(Vec<(Channel, Arc<str>)>),
 }
 
+/// Transactions Redis refused as a whole (out of memory, mostly): one log
+/// line for the first, then at most one every ten seconds with the count, so
+/// that a full Redis under load does not flood the log.
+#[derive(Default)]
+struct Refusals {
+    logged: Option<Instant>,
+    unlogged: u64,
+}
+
+impl Refusals {
+    fn note(&mut self, why: &str) {
+        let now = Instant::now();
+        if self
+            .logged
+            .is_some_and(|t| now.duration_since(t) < Duration::from_secs(10))
+        {
+            self.unlogged += 1;
+            return;
+        }
+        log::warn!(
+            "engine: Redis refused a publish (503 to its publishers): {why}{}",
+            if self.unlogged > 0 {
+                format!(" ({} more since the last such line)", self.unlogged)
+            } else {
+                String::new()
+            }
+        );
+        self.logged = Some(now);
+        self.unlogged = 0;
+    }
+}
+
 impl ShardCmd {
     fn events(&self) -> usize {
         match self {
@@ -87,6 +119,7 @@ struct Worker {
     cas_penalty: u32,
     /// The publish transaction, encoded (kept between batches).
     out: Commands,
+    refusals: Refusals,
     /// Where a stream's messages are built (kept between batches).
     scratch: Vec<u8>,
 }
@@ -121,6 +154,7 @@ pub(super) fn spawn(
         cas_penalty: 0,
         out: Commands::default(),
         scratch: Vec::new(),
+        refusals: Refusals::default(),
     };
     std::thread::Builder::new()
         .name(format!("bistream-redis-{index}"))
@@ -393,6 +427,10 @@ impl Worker {
             match transaction::outcome(&layout, &replies) {
                 Ok(Outcome::Committed(applied)) => {
                     self.cas_penalty = 0;
+                    self.metrics
+                        .engine_publish_batches
+                        .with_label_values(&["transaction"])
+                        .inc();
                     for (s, applied) in streams.iter().zip(applied) {
                         if !applied {
                             log::warn!(
@@ -406,12 +444,13 @@ impl Worker {
                     return Ok(());
                 }
                 Ok(Outcome::Conflict) => {
+                    self.metrics.engine_publish_conflicts.inc();
                     self.cas_penalty = (self.cas_penalty * 2).clamp(1, 64);
                     self.cas_skip = self.cas_penalty;
                     log::debug!("engine: a batch lost the race to another node; by script");
                 }
                 Err(why) => {
-                    log::warn!("engine: Redis refused a publish transaction: {why}");
+                    self.refusals.note(&why);
                     for s in streams {
                         fail_stream(s, ok);
                     }
@@ -476,6 +515,10 @@ impl Worker {
             }
         }
         let replies: Vec<redis::RedisResult<Value>> = pipe.query(con)?;
+        self.metrics
+            .engine_publish_batches
+            .with_label_values(&["script"])
+            .inc();
         let mut lost_scripts = None;
         for (jobs, reply) in runs.iter().zip(replies) {
             if let Err(e) = &reply {

@@ -284,7 +284,15 @@ pub fn outcome(layout: &Layout, replies: &[Value]) -> Result<Outcome, String> {
                 })
                 .collect(),
         )),
-        Value::ServerError(e) => Err(e.to_string()),
+        // Say why: the first command refused while queued (`OOM ...` when
+        // Redis is full), not the `EXECABORT` that follows from it.
+        Value::ServerError(e) => Err(replies[..layout.exec_at]
+            .iter()
+            .find_map(|v| match v {
+                Value::ServerError(q) => Some(q.to_string()),
+                _ => None,
+            })
+            .unwrap_or_else(|| e.to_string())),
         other => Err(format!("unexpected reply to EXEC: {other:?}")),
     }
 }

@@ -863,6 +863,18 @@ pub fn run_bistream(args: &[&str], env: &[(&str, &str)]) -> Output {
 }
 
 /// The child's stderr, line by line, on a channel (read by a thread of its own).
+/// The first log line containing `needle` within `t` (lines before it are consumed).
+pub fn log_line(log: &mpsc::Receiver<String>, needle: &str, t: Duration) -> Option<String> {
+    let until = Instant::now() + t;
+    while let Ok(line) = log.recv_timeout(until.saturating_duration_since(Instant::now())) {
+        if line.contains(needle) {
+            return Some(line);
+        }
+        eprintln!("(log) {line}");
+    }
+    None
+}
+
 pub fn log_lines(child: &mut Child) -> mpsc::Receiver<String> {
     let stderr = child.stderr.take().expect("stderr is piped");
     let (tx, rx) = mpsc::channel();
