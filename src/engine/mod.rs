@@ -6,7 +6,7 @@
 //! wait on Redis:
 //!
 //! ```text
-//!  loop ── PublishJob ──► shard::run (commands: one pipeline per batch) ──► Redis
+//!  loop ── PublishJob ──► shard::run (commands: a transaction per batch) ──► Redis
 //!    ▲                        │  ▲ Fetch / Refresh                        │ PUBLISH
 //!    └── ToLoop::Published ───┘  │                                        ▼
 //!  publisher ◄── EngineEvent ────┴──────── subscriber::run (SUBSCRIBE) ◄──┘
@@ -16,9 +16,11 @@
 //! ```
 //!
 //! - [`wire`]: key layout, stored and published formats, the shard hash.
-//! - [`scripts`]: the Lua scripts (publish, fetch, rotate).
-//! - [`shard`]: the command thread of one instance.
-//! - [`subscriber`]: the subscription thread of one instance.
+//! - [`scripts`]: the Lua scripts (publish, tail, fetch, rotate).
+//! - `transaction`: a batch published as one check-and-set transaction.
+//! - `resp`: commands encoded into a buffer kept between batches.
+//! - `shard`: the command thread of one instance.
+//! - `subscriber`: the subscription thread of one instance.
 
 mod resp;
 pub mod scripts;

@@ -524,6 +524,8 @@ impl Worker {
             if let Err(e) = &reply {
                 if e.code() == Some("NOSCRIPT") {
                     lost_scripts = Some(e.clone());
+                } else {
+                    self.refusals.note(&e.to_string());
                 }
                 for j in jobs {
                     ok[*j] = false;
