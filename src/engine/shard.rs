@@ -281,7 +281,7 @@ impl Worker {
 
     fn new_epoch(&mut self) -> String {
         self.epochs += 1;
-        format!("{}-r{:x}", self.settings.node, self.epochs)
+        epoch_name(&self.settings.node, self.epochs)
     }
 
     fn ttl_ms(&self) -> u64 {
@@ -417,7 +417,7 @@ impl Worker {
                 limits,
                 || {
                     *epochs += 1;
-                    format!("{node}-r{epochs:x}")
+                    epoch_name(node, *epochs)
                 },
             );
             if self.scratch.capacity() > SCRATCH_KEEP {
@@ -700,6 +700,11 @@ impl<'a> Grouping<'a> {
         };
         self.streams[at].events.push(p);
     }
+}
+
+/// The `n`-th epoch this node creates: `<node>-r<n in hex>`.
+fn epoch_name(node: &str, n: u64) -> String {
+    format!("{node}-r{n:x}")
 }
 
 fn fail_stream(s: &StreamEvents<'_>, ok: &mut [bool]) {
