@@ -16,7 +16,7 @@ use crossbeam_channel::{Receiver, TryRecvError};
 
 use crate::channel::Channel;
 use crate::clock;
-use crate::engine::RedisEngine;
+use crate::engine::{EngineEvent, RedisEngine};
 use crate::http::publish::{ChannelSel, LocationSel, PublishEvent};
 use crate::hub::channels::{
     LoopHandle, Recovery, SubscribeAck, SubscribeRequest, ToLoop, ToPublisher,
@@ -27,7 +27,30 @@ use crate::hub::streams::{HistEntry, Imported, Limits, Streams};
 use crate::hub::transfer::State;
 use crate::metrics::Metrics;
 
+mod memory;
 mod redis;
+
+/// The seam between the publisher and where streams are numbered
+/// (docs/protocol.md §10). The memory engine numbers here, in
+/// [`Publisher::publish`], and answers a subscriber at once; the Redis engine
+/// has Redis number (the loops hand publishes to it directly), relays what
+/// comes back in `seq` order and answers a subscriber once the stream's state
+/// is fetched. Both keep each stream's epoch, `seq`, history and last values
+/// in the publisher's `Streams` (the whole state, or this node's copy), and
+/// both fan out and answer subscribers through the same code: loops, fan-out
+/// and the encode-once path do not know which engine runs.
+trait Engine: Send {
+    /// A publish request's events, from a loop.
+    fn publish(&mut self, p: &mut Publisher, events: Vec<PublishEvent>);
+    fn subscribe(&mut self, p: &mut Publisher, req: SubscribeRequest);
+    /// A subscriber of `stream` left (the publisher's count is updated).
+    fn unsubscribed(&mut self, p: &mut Publisher, stream: StreamId);
+    /// News from the engine's own threads.
+    fn on_engine(&mut self, p: &mut Publisher, ev: EngineEvent);
+    /// Periodic work, at [`Engine::next_tick`] or later.
+    fn tick(&mut self, p: &mut Publisher, now: Instant);
+    fn next_tick(&self) -> Option<Instant>;
+}
 
 /// Deliveries per message to a loop: big enough to amortise the channel and the
 /// wake-up, small enough that a `*` publish to thousands of streams does not
@@ -49,8 +72,9 @@ pub struct Publisher {
     metrics: Arc<Metrics>,
     /// Per-loop batch being built.
     pending: Vec<Vec<Delivery>>,
-    /// `--engine redis`: how far each watched stream is in step with Redis.
-    redis: Option<redis::RedisSide>,
+    /// Where streams are numbered. `None` only while one of its methods runs
+    /// (it is taken out to be handed the rest of the publisher).
+    engine: Option<Box<dyn Engine>>,
     /// A hand-over's export, and the freeze after it.
     handover: Gate,
 }
@@ -64,14 +88,14 @@ impl Publisher {
             loops,
             metrics,
             pending: (0..n).map(|_| Vec::new()).collect(),
-            redis: None,
+            engine: Some(Box::new(memory::Memory)),
             handover: Gate::new(n),
         }
     }
 
     /// Makes this the publisher of a node of the Redis engine.
     pub fn with_redis(mut self, engine: Arc<RedisEngine>) -> Publisher {
-        self.redis = Some(redis::RedisSide::new(engine));
+        self.engine = Some(Box::new(redis::RedisSide::new(engine)));
         self
     }
 
@@ -109,8 +133,8 @@ impl Publisher {
                 }
                 Err(TryRecvError::Empty) => {
                     let mut until = next_sweep;
-                    if let Some(r) = &self.redis {
-                        until = until.min(r.next_tick());
+                    if let Some(t) = self.engine.as_ref().and_then(|e| e.next_tick()) {
+                        until = until.min(t);
                     }
                     std::thread::park_timeout(until.saturating_duration_since(Instant::now()));
                 }
@@ -121,33 +145,35 @@ impl Publisher {
                 self.update_gauges();
                 next_sweep = now + sweep_every;
             }
-            if self.redis.is_some() {
-                self.redis_tick(now);
-                self.flush();
-            }
+            self.with_engine(|e, p| e.tick(p, now));
+            self.flush();
         }
     }
 
     fn handle(&mut self, msg: ToPublisher) {
         match msg {
-            // With the Redis engine loops hand publishes to the engine directly.
-            ToPublisher::Publish(_) if self.redis.is_some() => {}
             ToPublisher::Publish(_) if self.handover.frozen() => self.handover.drop_publish(),
-            ToPublisher::Publish(events) => self.publish(events),
-            ToPublisher::Subscribe(req) if self.redis.is_some() => self.redis_subscribe(req),
-            ToPublisher::Subscribe(req) => self.subscribe(req),
+            ToPublisher::Publish(events) => self.with_engine(|e, p| e.publish(p, events)),
+            ToPublisher::Subscribe(req) => self.with_engine(|e, p| e.subscribe(p, req)),
             ToPublisher::Unsubscribe { loop_id, stream } => {
                 self.streams.unsubscribe(stream, loop_id, Instant::now());
-                if self.redis.is_some() {
-                    self.redis_unsubscribed(stream);
-                }
+                self.with_engine(|e, p| e.unsubscribed(p, stream));
             }
-            ToPublisher::Engine(ev) => self.on_engine(*ev),
+            ToPublisher::Engine(ev) => self.with_engine(|e, p| e.on_engine(p, *ev)),
             ToPublisher::Handover(m) => self.handover.on(m, &self.streams),
             ToPublisher::Shutdown => {}
         }
     }
 
+    /// Runs `f` on the engine, handing it the rest of the publisher.
+    fn with_engine(&mut self, f: impl FnOnce(&mut dyn Engine, &mut Publisher)) {
+        if let Some(mut e) = self.engine.take() {
+            f(&mut *e, self);
+            self.engine = Some(e);
+        }
+    }
+
+    /// Numbers and fans out a publish request's events (the memory engine).
     fn publish(&mut self, events: Vec<PublishEvent>) {
         let now = Instant::now();
         let published_at = clock::wall_ms();
@@ -218,13 +244,6 @@ impl Publisher {
         }
         self.metrics.events_published.inc_by(count);
         self.update_gauges();
-    }
-
-    fn subscribe(&mut self, req: SubscribeRequest) {
-        let now = Instant::now();
-        let id = self.streams.get_or_create(req.channel, &req.location, now);
-        self.streams.subscribe(id, req.loop_id);
-        self.answer(id, req);
     }
 
     /// The subscription ack, from the stream's state as it is now: `last_seq`,

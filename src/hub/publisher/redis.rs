@@ -27,7 +27,8 @@ use crate::hub::event::{Delivery, StreamId};
 use crate::hub::streams::HistEntry;
 use crate::ws::frame;
 
-use super::Publisher;
+use super::{Engine, Publisher};
+use crate::http::publish::PublishEvent;
 
 /// Events buffered for one stream while its state is being fetched; past
 /// this the buffer is dropped and the fetch alone (made again) catches up.
@@ -65,9 +66,31 @@ impl RedisSide {
             next_tick: Instant::now(),
         }
     }
+}
 
-    pub(super) fn next_tick(&self) -> Instant {
-        self.next_tick
+impl Engine for RedisSide {
+    /// Never sent: with this engine the loops hand publishes to Redis
+    /// directly (`engine::RedisEngine::publish`).
+    fn publish(&mut self, _: &mut Publisher, _: Vec<PublishEvent>) {}
+
+    fn subscribe(&mut self, p: &mut Publisher, req: SubscribeRequest) {
+        self.subscribe_req(p, req);
+    }
+
+    fn unsubscribed(&mut self, p: &mut Publisher, stream: StreamId) {
+        self.unsubscribed_stream(p, stream);
+    }
+
+    fn on_engine(&mut self, p: &mut Publisher, ev: EngineEvent) {
+        self.on_engine_event(p, ev);
+    }
+
+    fn tick(&mut self, p: &mut Publisher, now: Instant) {
+        self.tick_at(p, now);
+    }
+
+    fn next_tick(&self) -> Option<Instant> {
+        Some(self.next_tick)
     }
 }
 
@@ -100,40 +123,32 @@ impl Now {
     }
 }
 
-impl Publisher {
-    fn side(&mut self) -> Option<&mut RedisSide> {
-        self.redis.as_mut()
-    }
-
-    fn keys_of(&self, id: StreamId) -> Option<StreamKeys> {
-        let s = self.streams.get(id)?;
+impl RedisSide {
+    fn keys_of(p: &Publisher, id: StreamId) -> Option<StreamKeys> {
+        let s = p.streams.get(id)?;
         Some(StreamKeys::new(s.channel, &s.location))
     }
 
-    pub(super) fn redis_subscribe(&mut self, req: SubscribeRequest) {
+    fn subscribe_req(&mut self, p: &mut Publisher, req: SubscribeRequest) {
         let now = Instant::now();
-        let id = self.streams.get_or_create(req.channel, &req.location, now);
-        self.streams.subscribe(id, req.loop_id);
+        let id = p.streams.get_or_create(req.channel, &req.location, now);
+        p.streams.subscribe(id, req.loop_id);
         // A client resuming from another node may have seen events this node
         // has not delivered yet (they are on their way): catch up from Redis
         // first, rather than call its `since` unknown.
-        let ahead = self.streams.get(id).is_some_and(|s| {
+        let ahead = p.streams.get(id).is_some_and(|s| {
             req.since.is_some_and(|since| since > s.seq)
                 && req.epoch.as_deref().is_none_or(|e| *e == *s.epoch)
         });
-        let Some(side) = self.redis.as_mut() else {
-            return;
-        };
+        let side = &mut *self;
         match side.sync.get_mut(&id) {
             Some((_, Sync::Live)) if ahead => {
-                self.refetch(id, None);
-                if let Some((_, Sync::Fetching { pending, .. })) =
-                    self.redis.as_mut().and_then(|s| s.sync.get_mut(&id))
-                {
+                self.refetch(p, id, None);
+                if let Some((_, Sync::Fetching { pending, .. })) = self.sync.get_mut(&id) {
                     pending.push(req);
                 }
             }
-            Some((_, Sync::Live)) => self.answer(id, req),
+            Some((_, Sync::Live)) => p.answer(id, req),
             Some((_, Sync::Fetching { pending, .. })) => pending.push(req),
             None => {
                 let shard = side.engine.shard_of(req.channel, &req.location);
@@ -162,14 +177,12 @@ impl Publisher {
 
     /// A subscriber left: a stream nobody watches here any more is dropped
     /// (Redis keeps it; a new subscriber fetches it again).
-    pub(super) fn redis_unsubscribed(&mut self, id: StreamId) {
-        if self.streams.get(id).is_some_and(|s| s.subscribers > 0) {
+    fn unsubscribed_stream(&mut self, p: &mut Publisher, id: StreamId) {
+        if p.streams.get(id).is_some_and(|s| s.subscribers > 0) {
             return;
         }
-        let keys = self.keys_of(id);
-        let Some(side) = self.redis.as_mut() else {
-            return;
-        };
+        let keys = Self::keys_of(p, id);
+        let side = &mut *self;
         if let Some((shard, _)) = side.sync.remove(&id) {
             if let Some(k) = keys {
                 let _ = side.engine.shards[shard]
@@ -177,16 +190,16 @@ impl Publisher {
                     .try_send(SubCmd::Unsubscribe(k.events));
             }
         }
-        self.streams.drop_stream(id);
+        p.streams.drop_stream(id);
     }
 
-    pub(super) fn on_engine(&mut self, ev: EngineEvent) {
+    fn on_engine_event(&mut self, p: &mut Publisher, ev: EngineEvent) {
         match ev {
             EngineEvent::Subscribed { channel, .. } => {
                 // Fetch (again): whatever was fetched before the subscription
                 // held may have missed events.
-                if let Some(id) = self.stream_of_channel(&channel) {
-                    self.refetch(id, None);
+                if let Some(id) = self.stream_of_channel(p, &channel) {
+                    self.refetch(p, id, None);
                 }
             }
             EngineEvent::Events {
@@ -195,49 +208,40 @@ impl Publisher {
                 msgs,
                 ..
             } => {
-                if let Some(id) = self.streams.find(channel, &location) {
+                if let Some(id) = p.streams.find(channel, &location) {
                     let now = Now::read();
                     for msg in msgs {
-                        self.on_event(id, msg, now);
+                        self.on_event(p, id, msg, now);
                     }
                 }
             }
-            EngineEvent::Fetched { stream, state } => self.on_fetched(stream, state),
+            EngineEvent::Fetched { stream, state } => self.on_fetched(p, stream, state),
             EngineEvent::LinkUp { shard } => {
                 let ids: Vec<StreamId> = self
-                    .side()
-                    .map(|s| {
-                        s.sync
-                            .iter()
-                            .filter(|(_, (sh, _))| *sh == shard)
-                            .map(|(id, _)| *id)
-                            .collect()
-                    })
-                    .unwrap_or_default();
+                    .sync
+                    .iter()
+                    .filter(|(_, (sh, _))| *sh == shard)
+                    .map(|(id, _)| *id)
+                    .collect();
                 for id in ids {
-                    self.refetch(id, None);
+                    self.refetch(p, id, None);
                 }
             }
             EngineEvent::LinkDown { .. } => {}
         }
     }
 
-    fn stream_of_channel(&self, channel: &str) -> Option<StreamId> {
+    fn stream_of_channel(&self, p: &Publisher, channel: &str) -> Option<StreamId> {
         let (ch, loc) = crate::engine::wire::parse_events_channel(channel.as_bytes())?;
-        self.streams.find(ch, loc)
+        p.streams.find(ch, loc)
     }
 
     /// Puts a stream in `Fetching` (keeping what it delivered and its
     /// waiting subscribers) and asks its shard for its state.
-    fn refetch(&mut self, id: StreamId, rotate: Option<String>) {
-        let prior = self.streams.get(id).map(|s| (s.epoch.clone(), s.seq));
-        let keys = self
-            .streams
-            .get(id)
-            .map(|s| (s.channel, s.location.clone()));
-        let Some(side) = self.redis.as_mut() else {
-            return;
-        };
+    fn refetch(&mut self, p: &mut Publisher, id: StreamId, rotate: Option<String>) {
+        let prior = p.streams.get(id).map(|s| (s.epoch.clone(), s.seq));
+        let keys = p.streams.get(id).map(|s| (s.channel, s.location.clone()));
+        let side = &mut *self;
         let Some((shard, state)) = side.sync.get_mut(&id) else {
             return;
         };
@@ -280,10 +284,8 @@ impl Publisher {
         }
     }
 
-    fn on_event(&mut self, id: StreamId, msg: Message, now: Now) {
-        let Some(side) = self.redis.as_mut() else {
-            return;
-        };
+    fn on_event(&mut self, p: &mut Publisher, id: StreamId, msg: Message, now: Now) {
+        let side = &mut *self;
         match side.sync.get_mut(&id) {
             None => {}
             Some((_, Sync::Fetching { buffer, .. })) => {
@@ -294,58 +296,56 @@ impl Publisher {
                     buffer.clear();
                 }
             }
-            Some((_, Sync::Live)) => self.apply_live(id, msg, now),
+            Some((_, Sync::Live)) => self.apply_live(p, id, msg, now),
         }
     }
 
     /// An event for a live stream.
-    fn apply_live(&mut self, id: StreamId, msg: Message, now: Now) {
-        let Some(s) = self.streams.get(id) else {
+    fn apply_live(&mut self, p: &mut Publisher, id: StreamId, msg: Message, now: Now) {
+        let Some(s) = p.streams.get(id) else {
             return;
         };
         let (epoch, seq) = (s.epoch.clone(), s.seq);
         if *msg.epoch != *epoch {
             // Redis lost the stream's state and a node started it anew.
-            self.refetch(id, None);
+            self.refetch(p, id, None);
             self.buffer(id, msg);
             return;
         }
         let n = msg.event.seq;
         if n == seq + 1 {
-            self.deliver(id, &msg.event, now);
+            self.deliver(p, id, &msg.event, now);
         } else if n <= seq {
-            let same = self.streams.entry(id, n).is_some_and(|e| {
+            let same = p.streams.entry(id, n).is_some_and(|e| {
                 frame::split_server_frame(&e.frame).map(|(_, p)| p) == Some(&msg.event.json[..])
             });
             if !same {
                 // A new event under a seq already delivered: Redis's state
                 // went back (an older snapshot, a lagging replica).
                 log::warn!("engine: stream {id:x} was handed seq {n} after {seq}: new epoch");
-                self.refetch(id, Some(epoch.to_string()));
+                self.refetch(p, id, Some(epoch.to_string()));
             }
         } else {
-            self.refetch(id, None);
+            self.refetch(p, id, None);
             self.buffer(id, msg);
         }
     }
 
     fn buffer(&mut self, id: StreamId, msg: Message) {
-        if let Some(side) = self.redis.as_mut() {
-            if let Some((_, Sync::Fetching { buffer, .. })) = side.sync.get_mut(&id) {
-                buffer.push(msg);
-            }
+        if let Some((_, Sync::Fetching { buffer, .. })) = self.sync.get_mut(&id) {
+            buffer.push(msg);
         }
     }
 
     /// Numbers are Redis's: record the event in the cache and fan it out.
-    fn deliver(&mut self, id: StreamId, ev: &Stored, now: Now) {
+    fn deliver(&mut self, p: &mut Publisher, id: StreamId, ev: &Stored, now: Now) {
         let (key, entry) = hist_entry(ev);
         let stamp = now.stamp;
-        if let Some(s) = self.streams.get(id) {
+        if let Some(s) = p.streams.get(id) {
             let mut nth = 0;
             for (loop_id, refs) in s.loop_refs.iter().enumerate() {
                 if *refs > 0 {
-                    self.pending[loop_id].push(Delivery {
+                    p.pending[loop_id].push(Delivery {
                         stream: id,
                         seq: entry.seq,
                         event_type: entry.event_type.clone(),
@@ -357,22 +357,22 @@ impl Publisher {
                 }
             }
         }
-        self.streams.record_numbered(id, key, entry, now.at);
-        self.metrics.events_published.inc();
-        if self.pending.iter().any(|p| p.len() >= super::MAX_BATCH) {
-            self.flush();
+        p.streams.record_numbered(id, key, entry, now.at);
+        p.metrics.events_published.inc();
+        if p.pending.iter().any(|p| p.len() >= super::MAX_BATCH) {
+            p.flush();
         }
     }
 
     /// Closes this node's connections of a stream with 4010.
-    fn close_stream(&mut self, id: StreamId) {
+    fn close_stream(&mut self, p: &mut Publisher, id: StreamId) {
         // Events already batched for the loops go first: the FIFO keeps the
         // close behind them.
-        self.flush();
-        if let Some(s) = self.streams.get(id) {
+        p.flush();
+        if let Some(s) = p.streams.get(id) {
             for (loop_id, refs) in s.loop_refs.iter().enumerate() {
                 if *refs > 0 {
-                    if let Some(l) = self.loops.get(loop_id) {
+                    if let Some(l) = p.loops.get(loop_id) {
                         l.send(ToLoop::Resync(id));
                     }
                 }
@@ -380,11 +380,9 @@ impl Publisher {
         }
     }
 
-    fn on_fetched(&mut self, id: StreamId, state: Option<Fetched>) {
+    fn on_fetched(&mut self, p: &mut Publisher, id: StreamId, state: Option<Fetched>) {
         let now = Now::read();
-        let Some(side) = self.redis.as_mut() else {
-            return;
-        };
+        let side = &mut *self;
         let shard = match side.sync.get_mut(&id) {
             Some((shard, Sync::Fetching { asked, .. })) => {
                 if state.is_none() {
@@ -414,9 +412,9 @@ impl Publisher {
         let history: Vec<(Arc<str>, HistEntry)> = f.history.iter().map(hist_entry).collect();
         let last: Vec<(Arc<str>, HistEntry)> = f.last_values.iter().map(hist_entry).collect();
         match prior {
-            None => self.streams.load(id, &f.epoch, f.seq, history, last),
+            None => p.streams.load(id, &f.epoch, f.seq, history, last),
             Some((epoch, _)) if *epoch != *f.epoch => {
-                self.metrics
+                p.metrics
                     .engine_resyncs
                     .with_label_values(&["new_epoch"])
                     .inc();
@@ -424,8 +422,8 @@ impl Publisher {
                     "engine: stream {id:x} has a new epoch {}: its clients resume",
                     f.epoch
                 );
-                self.close_stream(id);
-                self.streams.load(id, &f.epoch, f.seq, history, last);
+                self.close_stream(p, id);
+                p.streams.load(id, &f.epoch, f.seq, history, last);
             }
             Some((epoch, seq)) if f.seq < seq => {
                 // Back to `Fetching`, this time starting a new epoch.
@@ -433,22 +431,20 @@ impl Publisher {
                     "engine: stream {id:x}: Redis holds seq {} of epoch {epoch}, this node delivered {seq}: new epoch",
                     f.seq
                 );
-                if let Some(side) = self.redis.as_mut() {
-                    side.sync.insert(
-                        id,
-                        (
-                            shard,
-                            Sync::Fetching {
-                                prior: Some((epoch.clone(), seq)),
-                                buffer,
-                                pending,
-                                asked: None,
-                                rotate_from: None,
-                            },
-                        ),
-                    );
-                }
-                self.refetch(id, Some(epoch.to_string()));
+                self.sync.insert(
+                    id,
+                    (
+                        shard,
+                        Sync::Fetching {
+                            prior: Some((epoch.clone(), seq)),
+                            buffer,
+                            pending,
+                            asked: None,
+                            rotate_from: None,
+                        },
+                    ),
+                );
+                self.refetch(p, id, Some(epoch.to_string()));
                 return;
             }
             Some((_, seq)) => {
@@ -459,16 +455,16 @@ impl Publisher {
                         && missing.last().is_some_and(|e| e.seq == f.seq);
                 if covered {
                     if f.seq > seq {
-                        self.metrics
+                        p.metrics
                             .engine_resyncs
                             .with_label_values(&["caught_up"])
                             .inc();
                     }
                     for e in missing {
-                        self.deliver(id, e, now);
+                        self.deliver(p, id, e, now);
                     }
                 } else {
-                    self.metrics
+                    p.metrics
                         .engine_resyncs
                         .with_label_values(&["resync"])
                         .inc();
@@ -477,8 +473,8 @@ impl Publisher {
                         seq + 1,
                         f.seq
                     );
-                    self.close_stream(id);
-                    self.streams.load(id, &f.epoch, f.seq, history, last);
+                    self.close_stream(p, id);
+                    p.streams.load(id, &f.epoch, f.seq, history, last);
                 }
             }
         }
@@ -486,32 +482,24 @@ impl Publisher {
         let mut buffer = buffer;
         buffer.sort_by_key(|m| m.event.seq);
         for m in buffer {
-            let live = matches!(
-                self.redis.as_ref().and_then(|s| s.sync.get(&id)),
-                Some((_, Sync::Live))
-            );
+            let live = matches!(self.sync.get(&id), Some((_, Sync::Live)));
             if live {
-                let Some(s) = self.streams.get(id) else { break };
+                let Some(s) = p.streams.get(id) else { break };
                 if *m.epoch == *s.epoch && m.event.seq <= s.seq {
                     continue;
                 }
-                self.apply_live(id, m, now);
+                self.apply_live(p, id, m, now);
             } else {
                 self.buffer(id, m);
             }
         }
         // Subscribers waiting: answered now if the stream is live, else after
         // the next fetch.
-        let live = matches!(
-            self.redis.as_ref().and_then(|s| s.sync.get(&id)),
-            Some((_, Sync::Live))
-        );
+        let live = matches!(self.sync.get(&id), Some((_, Sync::Live)));
         for req in pending {
             if live {
-                self.answer(id, req);
-            } else if let Some((_, Sync::Fetching { pending, .. })) =
-                self.redis.as_mut().and_then(|s| s.sync.get_mut(&id))
-            {
+                p.answer(id, req);
+            } else if let Some((_, Sync::Fetching { pending, .. })) = self.sync.get_mut(&id) {
                 pending.push(req);
             }
         }
@@ -519,10 +507,8 @@ impl Publisher {
 
     /// Every probe interval: renew the watched streams in Redis, and ask again
     /// for fetches that got no answer.
-    pub(super) fn redis_tick(&mut self, now: Instant) {
-        let Some(side) = self.redis.as_mut() else {
-            return;
-        };
+    fn tick_at(&mut self, p: &mut Publisher, now: Instant) {
+        let side = &mut *self;
         if now < side.next_tick {
             return;
         }
@@ -532,7 +518,7 @@ impl Publisher {
             (0..side.engine.shards.len()).map(|_| Vec::new()).collect();
         let mut retry = Vec::new();
         for (id, (shard, state)) in &side.sync {
-            if let Some(s) = self.streams.get(*id) {
+            if let Some(s) = p.streams.get(*id) {
                 per_shard[*shard].push((s.channel, s.location.clone()));
             }
             if let Sync::Fetching { asked, .. } = state {
@@ -547,7 +533,7 @@ impl Publisher {
                 .try_send(ShardCmd::Refresh(list));
         }
         for id in retry {
-            self.refetch(id, None);
+            self.refetch(p, id, None);
         }
     }
 }
