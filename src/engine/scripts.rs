@@ -2,6 +2,20 @@
 //! stream only (declared in `KEYS`, all in one hash slot), so each is atomic
 //! and would run unchanged on Redis Cluster. The key layout is `engine::wire`'s.
 
+/// Lua shared by the scripts that publish: with `cap` the last values per
+/// stream, forget the keys published longest ago past it (`KEYS[3]` the last
+/// values, `KEYS[4]` their order).
+macro_rules! trim_last_values {
+    () => {
+        r#"  local count = redis.call('ZCARD', KEYS[4])
+  if count > cap then
+    local old = redis.call('ZPOPMIN', KEYS[4], count - cap)
+    for i = 1, #old, 2 do redis.call('HDEL', KEYS[3], old[i]) end
+  end
+"#
+    };
+}
+
 /// A run of events of one stream, atomically: take or create the stream's
 /// epoch (a new one starts with no history and no last values: what an
 /// eviction of the counter alone left behind belongs to a lost epoch), number
@@ -22,7 +36,8 @@
 /// `engine::wire::parse_message`). Redis's Lua hashes every byte of every
 /// string it makes, and formats numbers with `%.14g`: so each seq is
 /// formatted once, as an integer, and each event's bytes are built once.
-pub const PUBLISH: &str = r#"
+pub const PUBLISH: &str = concat!(
+    r#"
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 if not epoch then
   epoch = ARGV[1]
@@ -72,17 +87,15 @@ end
 if cap > 0 then
   redis.call('HSET', KEYS[3], unpack(fields))
   redis.call('ZADD', KEYS[4], unpack(scores))
-  local count = redis.call('ZCARD', KEYS[4])
-  if count > cap then
-    local old = redis.call('ZPOPMIN', KEYS[4], count - cap)
-    for i = 1, #old, 2 do redis.call('HDEL', KEYS[3], old[i]) end
-  end
-end
+"#,
+    trim_last_values!(),
+    r#"end
 local ttl = ARGV[4]
 for i = 1, 4 do redis.call('PEXPIRE', KEYS[i], ttl) end
 redis.call('PUBLISH', ARGV[5], table.concat(msg, '\30'))
 return {epoch, last}
-"#;
+"#
+);
 
 /// A stream's whole state, creating its epoch if no node has yet (empty, as
 /// in [`PUBLISH`]), and renewing its TTL (a node with subscribers keeps the
@@ -136,18 +149,17 @@ return {epoch, seq, hist, last}
 /// KEYS: meta, hist, last, order.
 /// ARGV: 1 epoch, 2 seq of the last event, 3 history size, 4 last values
 /// per stream, 5 TTL in ms.
-pub const TAIL: &str = r#"
+pub const TAIL: &str = concat!(
+    r#"
 redis.call('HSET', KEYS[1], 'epoch', ARGV[1], 'seq', ARGV[2])
 local hist = tonumber(ARGV[3])
 if hist > 0 then redis.call('LTRIM', KEYS[2], -hist, -1) end
 local cap = tonumber(ARGV[4])
 if cap > 0 then
-  local count = redis.call('ZCARD', KEYS[4])
-  if count > cap then
-    local old = redis.call('ZPOPMIN', KEYS[4], count - cap)
-    for i = 1, #old, 2 do redis.call('HDEL', KEYS[3], old[i]) end
-  end
-end
+"#,
+    trim_last_values!(),
+    r#"end
 for i = 1, 4 do redis.call('PEXPIRE', KEYS[i], ARGV[5]) end
 return 1
-"#;
+"#
+);
