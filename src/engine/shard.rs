@@ -359,18 +359,20 @@ impl Worker {
                 }
             }
         };
-        for (stream, reply) in fetched.iter().zip(&replies) {
-            let state = reply.as_ref().ok().cloned().and_then(parse_fetched);
+        // The fetches' replies come first; taken, not copied (a whole history).
+        let mut replies = replies.into_iter();
+        for (stream, reply) in fetched.iter().zip(replies.by_ref()) {
             self.tell(EngineEvent::Fetched {
                 stream: *stream,
-                state,
+                state: reply.ok().and_then(parse_fetched),
             });
         }
         if streams.is_empty() {
             return Ok(());
         }
         let counters = if fast {
-            transaction::counters(replies.get(others..).unwrap_or_default())
+            let rest: Vec<_> = replies.skip(others - fetched.len()).collect();
+            transaction::counters(&rest)
         } else {
             None
         };

@@ -14,16 +14,14 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, TryRecvError};
 
-use crate::channel::Channel;
-use crate::clock;
 use crate::engine::{EngineEvent, RedisEngine};
-use crate::http::publish::{ChannelSel, LocationSel, PublishEvent};
+use crate::http::publish::PublishEvent;
 use crate::hub::channels::{
     LoopHandle, Recovery, SubscribeAck, SubscribeRequest, ToLoop, ToPublisher,
 };
-use crate::hub::event::{encode_event, Delivery, EventParts, StreamId};
+use crate::hub::event::{Delivery, StreamId};
 use crate::hub::export::Gate;
-use crate::hub::streams::{HistEntry, Imported, Limits, Streams};
+use crate::hub::streams::{Imported, Limits, Streams};
 use crate::hub::transfer::State;
 use crate::metrics::Metrics;
 
@@ -31,8 +29,8 @@ mod memory;
 mod redis;
 
 /// The seam between the publisher and where streams are numbered
-/// (docs/protocol.md §10). The memory engine numbers here, in
-/// [`Publisher::publish`], and answers a subscriber at once; the Redis engine
+/// (docs/protocol.md §10). The memory engine numbers here, in the publisher
+/// thread (`memory.rs`), and answers a subscriber at once; the Redis engine
 /// has Redis number (the loops hand publishes to it directly), relays what
 /// comes back in `seq` order and answers a subscriber once the stream's state
 /// is fetched. Both keep each stream's epoch, `seq`, history and last values
@@ -171,79 +169,6 @@ impl Publisher {
             f(&mut *e, self);
             self.engine = Some(e);
         }
-    }
-
-    /// Numbers and fans out a publish request's events (the memory engine).
-    fn publish(&mut self, events: Vec<PublishEvent>) {
-        let now = Instant::now();
-        let published_at = clock::wall_ms();
-        let stamp = clock::mono_ns();
-        let mut count = 0u64;
-        let mut targets: Vec<StreamId> = Vec::new();
-        for ev in events {
-            let event_type: Arc<str> = Arc::from(ev.event_type);
-            let key: Arc<str> = match ev.key {
-                Some(k) => Arc::from(k),
-                None => event_type.clone(),
-            };
-            let explicit_key = (!Arc::ptr_eq(&key, &event_type)).then_some(&*key);
-            let channels: &[Channel] = match &ev.channels {
-                ChannelSel::All => &Channel::ALL,
-                ChannelSel::List(l) => l,
-            };
-            for &channel in channels {
-                targets.clear();
-                match &ev.location {
-                    LocationSel::One(loc) => {
-                        targets.push(self.streams.get_or_create(channel, loc, now))
-                    }
-                    LocationSel::All => targets.extend(self.streams.live(channel)),
-                }
-                for &id in &targets {
-                    let Some((seq, stream)) = self.streams.next_seq(id, now) else {
-                        continue;
-                    };
-                    let frame = encode_event(&EventParts {
-                        channel,
-                        location: &stream.location,
-                        event_type: &event_type,
-                        key: explicit_key,
-                        seq,
-                        published_at_ms: published_at,
-                        data: &ev.data,
-                    });
-                    let mut nth = 0;
-                    for (loop_id, refs) in stream.loop_refs.iter().enumerate() {
-                        if *refs > 0 {
-                            self.pending[loop_id].push(Delivery {
-                                stream: id,
-                                seq,
-                                event_type: event_type.clone(),
-                                key: key.clone(),
-                                frame: frame_for_loop(&frame, nth),
-                                stamp,
-                            });
-                            nth += 1;
-                        }
-                    }
-                    self.streams.record(
-                        id,
-                        key.clone(),
-                        HistEntry {
-                            seq,
-                            event_type: event_type.clone(),
-                            frame,
-                        },
-                    );
-                    count += 1;
-                    if self.pending.iter().any(|p| p.len() >= MAX_BATCH) {
-                        self.flush();
-                    }
-                }
-            }
-        }
-        self.metrics.events_published.inc_by(count);
-        self.update_gauges();
     }
 
     /// The subscription ack, from the stream's state as it is now: `last_seq`,

@@ -74,19 +74,134 @@ impl Engine for RedisSide {
     fn publish(&mut self, _: &mut Publisher, _: Vec<PublishEvent>) {}
 
     fn subscribe(&mut self, p: &mut Publisher, req: SubscribeRequest) {
-        self.subscribe_req(p, req);
+        let now = Instant::now();
+        let id = p.streams.get_or_create(req.channel, &req.location, now);
+        p.streams.subscribe(id, req.loop_id);
+        // A client resuming from another node may have seen events this node
+        // has not delivered yet (they are on their way): catch up from Redis
+        // first, rather than call its `since` unknown.
+        let ahead = p.streams.get(id).is_some_and(|s| {
+            req.since.is_some_and(|since| since > s.seq)
+                && req.epoch.as_deref().is_none_or(|e| *e == *s.epoch)
+        });
+        match self.sync.get_mut(&id) {
+            Some((_, Sync::Live)) if ahead => {
+                self.refetch(p, id, None);
+                if let Some((_, Sync::Fetching { pending, .. })) = self.sync.get_mut(&id) {
+                    pending.push(req);
+                }
+            }
+            Some((_, Sync::Live)) => p.answer(id, req),
+            Some((_, Sync::Fetching { pending, .. })) => pending.push(req),
+            None => {
+                let shard = self.engine.shard_of(req.channel, &req.location);
+                let channel = StreamKeys::new(req.channel, &req.location).events;
+                self.sync.insert(
+                    id,
+                    (
+                        shard,
+                        Sync::Fetching {
+                            prior: None,
+                            buffer: Vec::new(),
+                            pending: vec![req],
+                            asked: None,
+                            rotate_from: None,
+                        },
+                    ),
+                );
+                // The fetch follows the confirmation of this subscription
+                // (`Subscribed`), so that no event falls between the two.
+                let _ = self.engine.shards[shard]
+                    .subscriptions
+                    .try_send(SubCmd::Subscribe(channel));
+            }
+        }
     }
 
-    fn unsubscribed(&mut self, p: &mut Publisher, stream: StreamId) {
-        self.unsubscribed_stream(p, stream);
+    /// A subscriber left: a stream nobody watches here any more is dropped
+    /// (Redis keeps it; a new subscriber fetches it again).
+    fn unsubscribed(&mut self, p: &mut Publisher, id: StreamId) {
+        if p.streams.get(id).is_some_and(|s| s.subscribers > 0) {
+            return;
+        }
+        let keys = Self::keys_of(p, id);
+        if let Some((shard, _)) = self.sync.remove(&id) {
+            if let Some(k) = keys {
+                let _ = self.engine.shards[shard]
+                    .subscriptions
+                    .try_send(SubCmd::Unsubscribe(k.events));
+            }
+        }
+        p.streams.drop_stream(id);
     }
 
     fn on_engine(&mut self, p: &mut Publisher, ev: EngineEvent) {
-        self.on_engine_event(p, ev);
+        match ev {
+            EngineEvent::Subscribed { channel, .. } => {
+                // Fetch (again): whatever was fetched before the subscription
+                // held may have missed events.
+                if let Some(id) = Self::stream_of_channel(p, &channel) {
+                    self.refetch(p, id, None);
+                }
+            }
+            EngineEvent::Events {
+                channel,
+                location,
+                msgs,
+                ..
+            } => {
+                if let Some(id) = p.streams.find(channel, &location) {
+                    let now = Now::read();
+                    for msg in msgs {
+                        self.on_event(p, id, msg, now);
+                    }
+                }
+            }
+            EngineEvent::Fetched { stream, state } => self.on_fetched(p, stream, state),
+            EngineEvent::LinkUp { shard } => {
+                let ids: Vec<StreamId> = self
+                    .sync
+                    .iter()
+                    .filter(|(_, (sh, _))| *sh == shard)
+                    .map(|(id, _)| *id)
+                    .collect();
+                for id in ids {
+                    self.refetch(p, id, None);
+                }
+            }
+            EngineEvent::LinkDown { .. } => {}
+        }
     }
 
+    /// Every probe interval: renew the watched streams in Redis, and ask again
+    /// for fetches that got no answer.
     fn tick(&mut self, p: &mut Publisher, now: Instant) {
-        self.tick_at(p, now);
+        if now < self.next_tick {
+            return;
+        }
+        let interval = self.engine.settings.probe_interval.min(FETCH_RETRY);
+        self.next_tick = now + interval;
+        let mut per_shard: Vec<Vec<(crate::channel::Channel, Arc<str>)>> =
+            (0..self.engine.shards.len()).map(|_| Vec::new()).collect();
+        let mut retry = Vec::new();
+        for (id, (shard, state)) in &self.sync {
+            if let Some(s) = p.streams.get(*id) {
+                per_shard[*shard].push((s.channel, s.location.clone()));
+            }
+            if let Sync::Fetching { asked, .. } = state {
+                if asked.is_none_or(|t| now.duration_since(t) >= FETCH_RETRY) {
+                    retry.push(*id);
+                }
+            }
+        }
+        for (shard, list) in per_shard.into_iter().enumerate() {
+            let _ = self.engine.shards[shard]
+                .commands
+                .try_send(ShardCmd::Refresh(list));
+        }
+        for id in retry {
+            self.refetch(p, id, None);
+        }
     }
 
     fn next_tick(&self) -> Option<Instant> {
@@ -129,109 +244,7 @@ impl RedisSide {
         Some(StreamKeys::new(s.channel, &s.location))
     }
 
-    fn subscribe_req(&mut self, p: &mut Publisher, req: SubscribeRequest) {
-        let now = Instant::now();
-        let id = p.streams.get_or_create(req.channel, &req.location, now);
-        p.streams.subscribe(id, req.loop_id);
-        // A client resuming from another node may have seen events this node
-        // has not delivered yet (they are on their way): catch up from Redis
-        // first, rather than call its `since` unknown.
-        let ahead = p.streams.get(id).is_some_and(|s| {
-            req.since.is_some_and(|since| since > s.seq)
-                && req.epoch.as_deref().is_none_or(|e| *e == *s.epoch)
-        });
-        let side = &mut *self;
-        match side.sync.get_mut(&id) {
-            Some((_, Sync::Live)) if ahead => {
-                self.refetch(p, id, None);
-                if let Some((_, Sync::Fetching { pending, .. })) = self.sync.get_mut(&id) {
-                    pending.push(req);
-                }
-            }
-            Some((_, Sync::Live)) => p.answer(id, req),
-            Some((_, Sync::Fetching { pending, .. })) => pending.push(req),
-            None => {
-                let shard = side.engine.shard_of(req.channel, &req.location);
-                let channel = StreamKeys::new(req.channel, &req.location).events;
-                side.sync.insert(
-                    id,
-                    (
-                        shard,
-                        Sync::Fetching {
-                            prior: None,
-                            buffer: Vec::new(),
-                            pending: vec![req],
-                            asked: None,
-                            rotate_from: None,
-                        },
-                    ),
-                );
-                // The fetch follows the confirmation of this subscription
-                // (`Subscribed`), so that no event falls between the two.
-                let _ = side.engine.shards[shard]
-                    .subscriptions
-                    .try_send(SubCmd::Subscribe(channel));
-            }
-        }
-    }
-
-    /// A subscriber left: a stream nobody watches here any more is dropped
-    /// (Redis keeps it; a new subscriber fetches it again).
-    fn unsubscribed_stream(&mut self, p: &mut Publisher, id: StreamId) {
-        if p.streams.get(id).is_some_and(|s| s.subscribers > 0) {
-            return;
-        }
-        let keys = Self::keys_of(p, id);
-        let side = &mut *self;
-        if let Some((shard, _)) = side.sync.remove(&id) {
-            if let Some(k) = keys {
-                let _ = side.engine.shards[shard]
-                    .subscriptions
-                    .try_send(SubCmd::Unsubscribe(k.events));
-            }
-        }
-        p.streams.drop_stream(id);
-    }
-
-    fn on_engine_event(&mut self, p: &mut Publisher, ev: EngineEvent) {
-        match ev {
-            EngineEvent::Subscribed { channel, .. } => {
-                // Fetch (again): whatever was fetched before the subscription
-                // held may have missed events.
-                if let Some(id) = self.stream_of_channel(p, &channel) {
-                    self.refetch(p, id, None);
-                }
-            }
-            EngineEvent::Events {
-                channel,
-                location,
-                msgs,
-                ..
-            } => {
-                if let Some(id) = p.streams.find(channel, &location) {
-                    let now = Now::read();
-                    for msg in msgs {
-                        self.on_event(p, id, msg, now);
-                    }
-                }
-            }
-            EngineEvent::Fetched { stream, state } => self.on_fetched(p, stream, state),
-            EngineEvent::LinkUp { shard } => {
-                let ids: Vec<StreamId> = self
-                    .sync
-                    .iter()
-                    .filter(|(_, (sh, _))| *sh == shard)
-                    .map(|(id, _)| *id)
-                    .collect();
-                for id in ids {
-                    self.refetch(p, id, None);
-                }
-            }
-            EngineEvent::LinkDown { .. } => {}
-        }
-    }
-
-    fn stream_of_channel(&self, p: &Publisher, channel: &str) -> Option<StreamId> {
+    fn stream_of_channel(p: &Publisher, channel: &str) -> Option<StreamId> {
         let (ch, loc) = crate::engine::wire::parse_events_channel(channel.as_bytes())?;
         p.streams.find(ch, loc)
     }
@@ -241,8 +254,7 @@ impl RedisSide {
     fn refetch(&mut self, p: &mut Publisher, id: StreamId, rotate: Option<String>) {
         let prior = p.streams.get(id).map(|s| (s.epoch.clone(), s.seq));
         let keys = p.streams.get(id).map(|s| (s.channel, s.location.clone()));
-        let side = &mut *self;
-        let Some((shard, state)) = side.sync.get_mut(&id) else {
+        let Some((shard, state)) = self.sync.get_mut(&id) else {
             return;
         };
         let shard = *shard;
@@ -278,15 +290,14 @@ impl RedisSide {
             location,
             rotate_from: rotate_from.clone(),
         };
-        if side.engine.shards[shard].commands.try_send(cmd).is_err() {
+        if self.engine.shards[shard].commands.try_send(cmd).is_err() {
             // Full or gone: the tick asks again.
             *asked = None;
         }
     }
 
     fn on_event(&mut self, p: &mut Publisher, id: StreamId, msg: Message, now: Now) {
-        let side = &mut *self;
-        match side.sync.get_mut(&id) {
+        match self.sync.get_mut(&id) {
             None => {}
             Some((_, Sync::Fetching { buffer, .. })) => {
                 if buffer.len() < MAX_BUFFER {
@@ -382,8 +393,7 @@ impl RedisSide {
 
     fn on_fetched(&mut self, p: &mut Publisher, id: StreamId, state: Option<Fetched>) {
         let now = Now::read();
-        let side = &mut *self;
-        let shard = match side.sync.get_mut(&id) {
+        let shard = match self.sync.get_mut(&id) {
             Some((shard, Sync::Fetching { asked, .. })) => {
                 if state.is_none() {
                     // Redis could not be asked: the tick asks again.
@@ -405,7 +415,7 @@ impl RedisSide {
                 pending,
                 ..
             },
-        )) = side.sync.insert(id, (shard, Sync::Live))
+        )) = self.sync.insert(id, (shard, Sync::Live))
         else {
             return;
         };
@@ -502,38 +512,6 @@ impl RedisSide {
             } else if let Some((_, Sync::Fetching { pending, .. })) = self.sync.get_mut(&id) {
                 pending.push(req);
             }
-        }
-    }
-
-    /// Every probe interval: renew the watched streams in Redis, and ask again
-    /// for fetches that got no answer.
-    fn tick_at(&mut self, p: &mut Publisher, now: Instant) {
-        let side = &mut *self;
-        if now < side.next_tick {
-            return;
-        }
-        let interval = side.engine.settings.probe_interval.min(FETCH_RETRY);
-        side.next_tick = now + interval;
-        let mut per_shard: Vec<Vec<(crate::channel::Channel, Arc<str>)>> =
-            (0..side.engine.shards.len()).map(|_| Vec::new()).collect();
-        let mut retry = Vec::new();
-        for (id, (shard, state)) in &side.sync {
-            if let Some(s) = p.streams.get(*id) {
-                per_shard[*shard].push((s.channel, s.location.clone()));
-            }
-            if let Sync::Fetching { asked, .. } = state {
-                if asked.is_none_or(|t| now.duration_since(t) >= FETCH_RETRY) {
-                    retry.push(*id);
-                }
-            }
-        }
-        for (shard, list) in per_shard.into_iter().enumerate() {
-            let _ = side.engine.shards[shard]
-                .commands
-                .try_send(ShardCmd::Refresh(list));
-        }
-        for id in retry {
-            self.refetch(p, id, None);
         }
     }
 }
